@@ -1,0 +1,3 @@
+from authops.cli import main
+
+main()

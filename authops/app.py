@@ -1,0 +1,186 @@
+"""The HTTP API: routers under /api/v1, one error format, health and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from authops import __version__
+from authops.core.db import current_revision, get_engine
+from authops.core.errors import AuthopsError, ConfigurationError, Unavailable
+from authops.core.settings import Settings, get_settings
+from authops.platform.audit.router import router as audit_router
+from authops.platform.identity.router import router as identity_router
+from authops.platform.jobs.router import router as jobs_router
+from authops.platform.supervision.router import router as supervision_router
+from authops.platform.catalog.router import router as catalog_router
+from authops.policies.enforcer import Authorizer, sync_role_policies
+
+log = logging.getLogger("authops.api")
+API_PREFIX = "/api/v1"
+
+# Routes anyone may call without credentials. Every other route must depend on a permission.
+PUBLIC_ROUTES: set[tuple[str, str]] = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", f"{API_PREFIX}/auth/login"),
+    ("GET", f"{API_PREFIX}/audit/public-keys"),  # anyone may verify the log's checkpoints
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+}
+
+
+def _error(status: int, code: str, message: str, details=None) -> JSONResponse:
+    return JSONResponse(status_code=status,
+                        content={"error": {"code": code, "message": message, "details": details}})
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict]:
+    # Never echo the submitted values back: only where the problem is and what it is.
+    return [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AuthopsError)
+    async def _authops_error(_request: Request, exc: AuthopsError):
+        return _error(exc.status_code, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError):
+        details = _validation_details(exc)
+        summary = "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+        return _error(422, "invalid_input", f"fix these fields: {summary}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+        message = {404: "no such route; see /docs for the API",
+                   405: "method not allowed on this route; see /docs"}.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        log.exception("unhandled error")
+        # No exception text: it could carry data values.
+        return _error(500, "internal_error", "internal error; the operator has been notified "
+                      "(quote the time of the request)")
+
+
+def check_broker(settings: Settings) -> None:
+    """Raise Unavailable unless the broker answers (readiness never starts one)."""
+    from kombu import Connection
+
+    from authops.core import broker
+
+    if settings.embedded_broker:
+        if broker.broker_info(settings) is None:
+            raise Unavailable("embedded broker is not running; start it with `authops serve` "
+                              "or `authops broker start`")
+        return
+    try:
+        with Connection(settings.broker_url, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        raise Unavailable(f"broker unreachable ({type(exc).__name__})") from None
+
+
+def readiness(settings: Settings) -> dict[str, dict]:
+    """Check the database, the broker and the object store; each with ok and a reason."""
+    from authops.core.storage import get_object_store
+
+    checks: dict[str, dict] = {}
+    try:
+        with Session(get_engine(settings)) as s:
+            s.exec(text("SELECT 1"))
+        checks["database"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001 - the reason is reported, not raised
+        checks["database"] = {"ok": False, "reason": type(exc).__name__}
+    try:
+        check_broker(settings)
+        checks["broker"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        checks["broker"] = {"ok": False, "reason": getattr(exc, "message", type(exc).__name__)}
+    try:
+        get_object_store(settings).ping()
+        checks["storage"] = {"ok": True}
+    except Exception as exc:  # noqa: BLE001
+        checks["storage"] = {"ok": False, "reason": getattr(exc, "message", type(exc).__name__)}
+    return checks
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if current_revision(settings) is None:
+            raise ConfigurationError("the database has no schema: run `authops db upgrade` first")
+        with Session(get_engine(settings)) as s:
+            sync_role_policies(s)
+            s.commit()
+        app.state.authorizer = Authorizer(get_engine(settings))
+        yield
+
+    app = FastAPI(title="authops", version=__version__, lifespan=lifespan,
+                  description="Authorized operation of public data: raw data never leaves the domain.")
+    app.state.settings = settings
+    app.state.authorizer = None  # built at startup, once the schema is known to exist
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz():
+        """The process is alive."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz():
+        """Database, broker and object store are reachable."""
+        checks = readiness(settings)
+        ok = all(c["ok"] for c in checks.values())
+        return JSONResponse(status_code=200 if ok else 503,
+                            content={"status": "ready" if ok else "not ready", "checks": checks})
+
+    app.include_router(identity_router, prefix=API_PREFIX)
+    app.include_router(jobs_router, prefix=API_PREFIX)
+    app.include_router(supervision_router, prefix=API_PREFIX)
+    app.include_router(audit_router, prefix=API_PREFIX)
+    app.include_router(catalog_router, prefix=API_PREFIX)
+    return app
+
+
+def iter_routes(routes, prefix: str = ""):
+    """Yield (method, path, route) for every route, descending into included routers."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:  # FastAPI's included-router wrapper
+            yield from iter_routes(inner.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, (APIRoute, Route)):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                yield method, prefix + route.path, route
+
+
+def route_permission(route) -> str | None:
+    """The action a route requires (its Require dependency), or None."""
+    from authops.platform.deps import Require
+
+    dependant = getattr(route, "dependant", None)
+    stack = list(dependant.dependencies) if dependant else []
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Require):
+            return dep.call.action
+        stack.extend(dep.dependencies)
+    return None

@@ -1,0 +1,1 @@
+"""Audit: the tamper-evident log, anomaly rules, assessment and disclosure."""

@@ -1,0 +1,182 @@
+"""Appending to the audit log in the same transaction as the action it records.
+
+`record()` queues an event on the session; just before that session commits, every queued
+event is chained (seq, prev hash) under a lock on the chain head and inserted. If the insert
+fails the commit fails, so an action cannot commit without its event. Events of one
+transaction share one head update (batching without loosening the guarantee).
+Events carry who, what, when, where from, outcome and sizes: never data values.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session as OrmSession
+
+from authops.audit import canonical
+from authops.audit.models import AuditEvent, AuditHead
+from authops.core.clock import utcnow
+from authops.core.identity import Principal
+
+PENDING_KEY = "authops.audit.pending"
+APPENDED_KEY = "authops.audit.appended"
+OUTCOMES = {"ok", "denied", "error", "blocked"}
+_installed = threading.Lock()
+_listening = False
+
+
+@dataclass
+class Actor:
+    kind: str  # user | key | system | anonymous
+    id: int | None = None
+    name: str = ""
+    org_id: int | None = None
+    ip: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal | None, *, region: str | None = None) -> "Actor":
+        if principal is None:
+            return cls(kind="anonymous")
+        return cls(kind=principal.kind, id=principal.id, name=principal.name, org_id=principal.org_id,
+                   ip=principal.ip, region=region)
+
+
+SYSTEM = Actor(kind="system", name="authops")
+_EVENT = AuditEvent.__table__
+_HEAD = AuditHead.__table__
+
+
+@dataclass
+class PendingEvent:
+    actor: Actor
+    action: str
+    outcome: str = "ok"
+    object_type: str | None = None
+    object_id: str | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    subjects: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    ts: datetime = field(default_factory=utcnow)
+
+
+def record(session: OrmSession, actor: Actor | Principal | None, action: str, *, outcome: str = "ok",
+           object_type: str | None = None, object_id: Any = None, rows: int | None = None,
+           bytes: int | None = None, subjects: int | None = None,  # noqa: A002 - the domain word
+           details: dict[str, Any] | None = None) -> PendingEvent:
+    """Queue an event; it is written when (and only if) this session commits."""
+    install()
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
+    if not isinstance(actor, Actor):
+        actor = Actor.of(actor)
+    ev = PendingEvent(actor=actor, action=action, outcome=outcome, object_type=object_type,
+                      object_id=None if object_id is None else str(object_id), rows=rows, bytes=bytes,
+                      subjects=subjects, details=dict(details or {}))
+    canonical.encode(ev.details)  # refuse unencodable details now, not at commit
+    session.connection()  # begin the transaction, so a rollback is seen and drops the event
+    session.info.setdefault(PENDING_KEY, []).append(ev)
+    return ev
+
+
+def pending(session: OrmSession) -> list[PendingEvent]:
+    return list(session.info.get(PENDING_KEY, []))
+
+
+# Called after a commit that appended events, with (engine, [seq, ...]); e.g. anomaly rules.
+_subscribers: list[Callable[[Engine, list[int]], None]] = []
+
+
+def subscribe(callback: Callable[[Engine, list[int]], None]) -> None:
+    """Run `callback(engine, seqs)` after every commit that appended events (in this process)."""
+    if callback not in _subscribers:
+        _subscribers.append(callback)
+
+
+def install() -> None:
+    """Hook the append into every session's commit (once per process)."""
+    global _listening
+    with _installed:
+        if not _listening:
+            event.listen(OrmSession, "before_commit", _append_pending)
+            event.listen(OrmSession, "after_commit", _notify)
+            event.listen(OrmSession, "after_soft_rollback", _drop_pending)
+            _listening = True
+
+
+def _drop_pending(session: OrmSession, *_: object) -> None:
+    session.info.pop(PENDING_KEY, None)
+    session.info.pop(APPENDED_KEY, None)
+
+
+def _append_pending(session: OrmSession) -> None:
+    events: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
+    if events:
+        first = append(session, events)
+        session.info[APPENDED_KEY] = list(range(first, first + len(events)))
+
+
+def _notify(session: OrmSession) -> None:
+    seqs = session.info.pop(APPENDED_KEY, None)
+    if not seqs or not _subscribers:
+        return
+    engine = session.get_bind()
+    for callback in list(_subscribers):
+        try:
+            callback(engine, seqs)
+        except Exception:  # a failing subscriber must not undo or hide a committed action
+            logging.getLogger(__name__).exception("audit subscriber %r failed", callback)
+
+
+def append(session: OrmSession, events: list[PendingEvent]) -> int:
+    """Chain and insert events now, in the session's transaction; returns the first seq."""
+    head = _lock_head(session)
+    seq, prev = head
+    first = seq + 1
+    rows = []
+    for ev in events:
+        seq += 1
+        body = {
+            "v": canonical.VERSION, "seq": seq, "ts": canonical.timestamp(ev.ts), "prev": prev,
+            "actor": {"kind": ev.actor.kind, "id": ev.actor.id, "name": ev.actor.name,
+                      "org": ev.actor.org_id, "ip": ev.actor.ip, "region": ev.actor.region},
+            "action": ev.action, "outcome": ev.outcome,
+            "object": {"type": ev.object_type, "id": ev.object_id},
+            "size": {"rows": ev.rows, "bytes": ev.bytes, "subjects": ev.subjects},
+            "details": ev.details,
+        }
+        data = canonical.encode(body)
+        digest = canonical.chain_hash(data)
+        rows.append({"seq": seq, "ts": ev.ts, "actor_kind": ev.actor.kind, "actor_id": ev.actor.id,
+                     "actor_name": ev.actor.name[:200], "org_id": ev.actor.org_id, "action": ev.action,
+                     "object_type": ev.object_type, "object_id": ev.object_id, "outcome": ev.outcome,
+                     "ip": ev.actor.ip, "region": ev.actor.region, "rows": ev.rows, "nbytes": ev.bytes,
+                     "subjects": ev.subjects, "prev_hash": prev, "hash": digest, "canonical": data})
+        prev = digest
+    # Core statements on the session's connection: the ORM's bulk path costs more than the I/O.
+    conn = session.connection()
+    conn.execute(_EVENT.insert(), rows)
+    conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    return first
+
+
+def _lock_head(session: OrmSession) -> tuple[int, str]:
+    """(seq, hash) of the tip, locked until commit: FOR UPDATE on PostgreSQL; on SQLite the
+    no-op UPDATE takes the database write lock first."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
+        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).first()
+    else:
+        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()).first()
+    if row is None:
+        raise RuntimeError("audit_head row missing: run `authops db upgrade`")
+    return int(row[0]), row[1]

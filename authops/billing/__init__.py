@@ -1,0 +1,1 @@
+"""Billing: revenue caps, price caps, orders, invoices and revenue sharing."""

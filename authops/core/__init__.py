@@ -1,0 +1,1 @@
+"""Core: settings, database, storage, crypto, errors and the job machinery."""

@@ -1,0 +1,1 @@
+"""Jobs: the job table is the truth; the broker only carries job ids."""

@@ -1,0 +1,131 @@
+"""One typed settings object; nothing else in authops reads os.environ."""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development", "placeholder"}
+DEV_SECRET = "authops-development-secret-not-for-production"
+
+
+class Mode(str, Enum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Configuration from AUTHOPS_* variables; with none set everything lives under data_dir."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTHOPS_", extra="ignore")
+
+    mode: Mode = Mode.DEVELOPMENT
+    data_dir: Path = Path(".authops")
+
+    # Empty means "embedded": SQLite file, local object directory, private valkey broker.
+    database_url: str = ""
+    broker_url: str = ""
+    storage_url: str = ""
+    storage_bucket: str = "authops"
+    storage_access_key: str = ""
+    storage_secret_key: SecretStr = SecretStr("")
+
+    # Signing secret for tokens and HMACs. Refused when a placeholder outside development.
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # Master keys for envelope encryption: "kid1:base64key,kid2:base64key"; the active id
+    # wraps new data keys. Empty in development: a keyring file in data_dir is generated.
+    master_keys: SecretStr = SecretStr("")
+    master_key_id: str = ""
+
+    # Ed25519 keys that sign audit checkpoints: "base64(32-byte seed)[,older…]", first = active.
+    # Empty in development: a signing keyring file in data_dir is generated.
+    audit_signing_keys: SecretStr = SecretStr("")
+    # Where each checkpoint is also pushed, beyond the operator's reach: empty = a write-once
+    # folder in data_dir (development); "s3://bucket" = a bucket with object lock on the
+    # endpoint audit_witness_endpoint (the bureau's), with its own credentials.
+    audit_witness_url: str = ""
+    audit_witness_endpoint: str = ""
+    audit_witness_access_key: str = ""
+    audit_witness_secret_key: SecretStr = SecretStr("")
+    audit_witness_retention_days: int = 3650
+    audit_checkpoint_seconds: int = 300
+
+    token_ttl_seconds: int = 30 * 60
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 15 * 60
+    api_key_default_ttl_days: int = 365
+
+    job_lease_seconds: int = 60
+    job_redispatch_seconds: int = 30
+    job_max_attempts: int = 5
+    maintenance_interval_seconds: float = 2.0
+
+    # Where requests come from, for the audit log and anomaly rules: "name=cidr,cidr;name=cidr".
+    regions: str = "local=127.0.0.0/8,::1/128;intranet=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    region_default: str = "external"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> "Settings":
+        if self.mode is Mode.PRODUCTION:
+            secret = self.secret_key.get_secret_value()
+            if secret.lower() in PLACEHOLDER_SECRETS or secret == DEV_SECRET or len(secret) < 32:
+                raise ValueError(
+                    "AUTHOPS_SECRET_KEY is a placeholder or shorter than 32 characters; "
+                    "production mode needs a random secret (e.g. `python -c 'import secrets;"
+                    "print(secrets.token_urlsafe(48))'`)"
+                )
+            if not self.master_keys.get_secret_value():
+                raise ValueError(
+                    "AUTHOPS_MASTER_KEYS is empty; production mode needs at least one "
+                    "'kid:base64-32-byte-key' master key"
+                )
+        return self
+
+    # --- derived locations -------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'authops.sqlite3'}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_path / "broker"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.data_path / "objects"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.data_path / "keys" / "master-keys.json"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (after the environment changed, e.g. in tests or the CLI)."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""Platform: identity, catalogue, workflows, the HTTP API and the console."""

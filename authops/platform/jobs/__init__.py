@@ -1,0 +1,1 @@
+"""Jobs over HTTP: submit and follow background jobs of your organisation."""

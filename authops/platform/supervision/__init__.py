@@ -1,0 +1,1 @@
+"""Supervision over HTTP: anomaly rules, cases and their review, access blocks, incidents."""

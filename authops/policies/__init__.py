@@ -1,0 +1,1 @@
+"""Policies: the permission matrix, the casbin enforcer, release policies and budgets."""

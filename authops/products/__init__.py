@@ -1,0 +1,1 @@
+"""Products: declarative product specs and their invocation."""

@@ -1,0 +1,1 @@
+"""Sandbox: workspaces, jailed jobs, privacy engines and the release gate."""

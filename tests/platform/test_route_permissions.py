@@ -1,0 +1,340 @@
+"""Every route × every role × own and foreign objects, against the permission matrix.
+
+A new route fails `test_every_route_has_a_case` until it is given a case here, so the
+generated matrix always covers the whole API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Callable
+
+import pytest
+from sqlmodel import Session
+
+from authops.app import PUBLIC_ROUTES, create_app, iter_routes, route_permission
+from authops.audit.anomaly import rules as anomaly_rules
+from authops.audit.anomaly import service as anomaly
+from authops.core.clock import utcnow
+from authops.core.identity import OrgKind
+from authops.core.jobs import service as job_service
+from authops.platform.identity.models import ApiKey, Organisation, User
+from authops.policies import enforcer as authz
+from authops.policies import permissions
+from tests.support.builders import login, make_org, make_user
+
+_n = count(1)
+
+
+@dataclass
+class World:
+    home: dict[OrgKind, Organisation] = field(default_factory=dict)
+    away: dict[OrgKind, Organisation] = field(default_factory=dict)
+    actor: dict[str, User] = field(default_factory=dict)  # role -> user in home org of its kind
+    victim: dict[int, User] = field(default_factory=dict)  # org id -> a second user
+    key: dict[int, int] = field(default_factory=dict)  # org id -> api key id
+    job: dict[int, int] = field(default_factory=dict)  # org id -> job id
+
+
+def build_world(session: Session) -> World:
+    w = World()
+    for kind in OrgKind:
+        w.home[kind], w.away[kind] = make_org(session, kind), make_org(session, kind)
+        for role in permissions.roles_for_kind(kind):
+            w.actor[role.name] = make_user(session, w.home[kind], role.name)
+        for org in (w.home[kind], w.away[kind]):
+            w.victim[org.id] = make_user(session, org)
+            key = ApiKey(org_id=org.id, name="k", prefix=f"{next(_n):012d}", secret_hash="0" * 64,
+                         scopes=["self.read"], expires_at=utcnow())
+            session.add(key)
+            session.flush()
+            w.key[org.id] = key.id
+            w.job[org.id] = job_service.create_job(session, kind="system.echo", params={}, org_id=org.id).id
+    session.commit()
+    return w
+
+
+Params = Callable[[World, Organisation], dict]
+
+
+@dataclass
+class Case:
+    params: Params = lambda w, org: {}
+    body: Callable[[World, Organisation], dict | None] = lambda w, org: None
+    # Restore state a previous allowed call consumed.
+    prepare: Callable[[Session, World, Organisation], None] | None = None
+    last: bool = False
+    # A role holding this cross-organisation action may legitimately reach foreign objects.
+    cross_org: str | None = None
+    query: Callable[[World, Organisation], dict] = lambda w, org: {}
+    files: Callable[[World, Organisation], dict] | None = None
+
+
+def _org(w, org):
+    return {"org_id": org.id}
+
+
+def _victim(w, org):
+    return {"user_id": w.victim[org.id].id}
+
+
+def _give_admin_role(session, w, org):
+    victim = w.victim[org.id]
+    authz.assign_role(session, user_id=victim.id, org_id=org.id, org_kind=OrgKind(org.kind),
+                      role=permissions.ADMIN_ROLE_BY_KIND[OrgKind(org.kind)])
+    session.commit()
+
+
+_latest_size: list[int] = []
+
+
+def _checkpoint(session):
+    from authops.audit import checkpoints
+    from authops.core.settings import get_settings
+
+    cp = checkpoints.create_checkpoint(session, get_settings(), force=True)
+    session.commit()
+    _latest_size[:] = [cp.tree_size]
+
+
+def _sizes():
+    return {"old_size": _latest_size[0], "new_size": _latest_size[0]}
+
+
+def _fresh_job(session, w, org):
+    w.job[org.id] = job_service.create_job(session, kind="system.echo", params={}, org_id=org.id).id
+    session.commit()
+
+
+_supervision: dict[tuple[str, int], int] = {}  # ("case" | "block" | "rule", org id) -> id
+
+
+def _open_case(session, w, org):
+    """An open (alert-only) case about the organisation's second user; reused while open."""
+    rule = anomaly_rules.rule_by_name(session, "refusals_actor")
+    case = anomaly.open_case(session, rule=rule, subject_type="user", subject_id=str(w.victim[org.id].id),
+                             org_id=org.id, evidence={"refusals": 31})
+    session.commit()
+    _supervision[("case", org.id)] = case.id
+
+
+def _new_block(session, w, org):
+    block = anomaly.create_block(session, subject_type="user", subject_id=str(w.victim[org.id].id),
+                                 org_id=org.id, reason="route matrix")
+    session.commit()
+    _supervision[("block", org.id)] = block.id
+
+
+def _rule(session, w, org):
+    _supervision[("rule", org.id)] = anomaly_rules.rule_by_name(session, "night_burst").id
+    session.commit()
+
+
+def _sup(name: str, param: str):
+    return lambda w, org: {param: _supervision[(name, org.id)]}
+
+
+_catalog: dict[int, dict] = {}  # provider org id -> {"code", "run_id", "source_id"}
+
+
+def _provider_for(w, org):
+    """The provider whose resource a caller of `org`'s kind reads: its own, else home/away's provider."""
+    if OrgKind(org.kind) == OrgKind.PROVIDER:
+        return org
+    return w.away[OrgKind.PROVIDER] if org.id == w.away[OrgKind(org.kind)].id else w.home[OrgKind.PROVIDER]
+
+
+def _resource(session, w, org):
+    from authops.platform.catalog import ingest, tasks
+    from authops.core.settings import get_settings
+    from tests.support.catalog import ACTOR, make_resource
+
+    for o in (w.home[OrgKind.PROVIDER], w.away[OrgKind.PROVIDER]):
+        if o.id in _catalog:
+            continue
+        res = make_resource(session, o)
+        run = ingest.new_run(session, res, path="csv", mode="replace", actor=ACTOR)
+        src = tasks.add_source(session, get_settings(), res, kind="api", config={"url": "http://127.0.0.1:9/x"},
+                               incremental=False, updated_column=None, actor=ACTOR, display="http://127.0.0.1:9/x")
+        _catalog[o.id] = {"code": res.code, "res_id": res.id, "run_id": run.id, "source_id": src.id}
+    session.commit()
+
+
+def _res(w, org):
+    return {"code": _catalog[_provider_for(w, org).id]["code"]}
+
+
+def _cat(name):
+    return lambda w, org: {**_res(w, org), name: _catalog[_provider_for(w, org).id][name]}
+
+
+def _new_resource_body(w, org):
+    from tests.support.catalog import PERSON_SCHEMA
+
+    return {"code": f"reg_{next(_n)}", "name_zh": "新资源", "name_en": "New resource", "grade": "L4",
+            "fields": [f.model_dump(mode="json") for f in PERSON_SCHEMA.fields], "key": ["id_number"],
+            "privacy_unit": "person", "unit_field": "id_number", "share_modes": ["verify"],
+            "provision_modes": ["excel"], "update_cycle": "monthly"}
+
+
+def _schema_body(w, org):
+    from tests.support.catalog import PERSON_SCHEMA
+
+    return {"fields": [f.model_dump(mode="json") for f in PERSON_SCHEMA.fields], "key": ["id_number"],
+            "privacy_unit": "person", "unit_field": "id_number", "note": "unchanged"}
+
+
+CSV_UPLOAD = "id_number,name\n11010519491231002X,张三丰\n".encode()
+
+
+CASES: dict[tuple[str, str], Case] = {
+    ("GET", "/api/v1/catalog/resources"): Case(),
+    ("GET", "/api/v1/catalog/resources/{code}"): Case(prepare=_resource, params=_res, cross_org="catalog.read"),
+    ("GET", "/api/v1/catalog/resources/{code}/schema"): Case(prepare=_resource, params=_res,
+                                                            cross_org="catalog.read"),
+    ("GET", "/api/v1/catalog/resources/{code}/versions"): Case(prepare=_resource, params=_res,
+                                                              cross_org="catalog.read"),
+    ("GET", "/api/v1/catalog/resources/{code}/quality"): Case(prepare=_resource, params=_res,
+                                                             cross_org="catalog.read"),
+    ("GET", "/api/v1/catalog/resources/{code}/sample"): Case(prepare=_resource, params=_res,
+                                                            cross_org="catalog.read"),
+    ("GET", "/api/v1/catalog/resources/{code}/mock"): Case(prepare=_resource, params=_res,
+                                                          cross_org="catalog.read"),
+    ("POST", "/api/v1/catalog/resources"): Case(body=_new_resource_body),
+    ("PUT", "/api/v1/catalog/resources/{code}/schema"): Case(prepare=_resource, params=_res, body=_schema_body),
+    ("GET", "/api/v1/catalog/resources/{code}/template.xlsx"): Case(prepare=_resource, params=_res),
+    ("POST", "/api/v1/catalog/resources/{code}/uploads"): Case(
+        prepare=_resource, params=_res, files=lambda w, org: {"file": ("batch.csv", CSV_UPLOAD, "text/csv")}),
+    ("GET", "/api/v1/catalog/runs"): Case(),
+    ("GET", "/api/v1/catalog/runs/{run_id}"): Case(prepare=_resource, params=_cat("run_id")),
+    ("POST", "/api/v1/catalog/resources/{code}/sources"): Case(prepare=_resource, params=_res, body=lambda w, org: {
+        "kind": "api", "url": "http://127.0.0.1:9/persons"}),
+    ("GET", "/api/v1/catalog/resources/{code}/sources"): Case(prepare=_resource, params=_res),
+    ("POST", "/api/v1/catalog/resources/{code}/sources/{source_id}/run"): Case(prepare=_resource,
+                                                                               params=_cat("source_id")),
+    ("POST", "/api/v1/auth/logout"): Case(last=True),
+    ("GET", "/api/v1/me"): Case(),
+    ("GET", "/api/v1/permissions"): Case(),
+    ("GET", "/api/v1/orgs"): Case(),
+    ("POST", "/api/v1/orgs"): Case(body=lambda w, org: {
+        "kind": "customer", "code": f"new-{next(_n)}", "name_zh": "新单位", "name_en": "New"}),
+    ("GET", "/api/v1/orgs/{org_id}"): Case(params=_org, cross_org="org.read_all"),
+    ("GET", "/api/v1/orgs/{org_id}/users"): Case(params=_org),
+    ("POST", "/api/v1/orgs/{org_id}/users"): Case(params=_org, cross_org="org.manage", body=lambda w, org: {
+        "username": f"made-{next(_n)}", "display_name": "x", "password": "Good-pass-123",
+        "roles": [permissions.ADMIN_ROLE_BY_KIND[OrgKind(org.kind)]]}),
+    ("GET", "/api/v1/users/{user_id}"): Case(params=_victim),
+    ("PATCH", "/api/v1/users/{user_id}"): Case(params=_victim, body=lambda w, org: {"display_name": "改名"}),
+    ("POST", "/api/v1/users/{user_id}/unlock"): Case(params=_victim),
+    ("POST", "/api/v1/users/{user_id}/roles"): Case(params=_victim, body=lambda w, org: {
+        "role": permissions.ADMIN_ROLE_BY_KIND[OrgKind(org.kind)]}),
+    ("DELETE", "/api/v1/users/{user_id}/roles/{role}"): Case(
+        params=lambda w, org: {"user_id": w.victim[org.id].id,
+                               "role": permissions.ADMIN_ROLE_BY_KIND[OrgKind(org.kind)]},
+        prepare=_give_admin_role),
+    ("GET", "/api/v1/api-keys"): Case(),
+    ("POST", "/api/v1/api-keys"): Case(body=lambda w, org: {"name": "k", "scopes": ["self.read"]}),
+    ("DELETE", "/api/v1/api-keys/{key_id}"): Case(params=lambda w, org: {"key_id": w.key[org.id]}),
+    ("POST", "/api/v1/jobs"): Case(body=lambda w, org: {"kind": "system.echo", "params": {"x": 1}}),
+    ("GET", "/api/v1/jobs"): Case(),
+    ("GET", "/api/v1/jobs/{job_id}"): Case(params=lambda w, org: {"job_id": w.job[org.id]}),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): Case(params=lambda w, org: {"job_id": w.job[org.id]},
+                                                   prepare=_fresh_job),
+    ("GET", "/api/v1/supervision/rules"): Case(),
+    ("PATCH", "/api/v1/supervision/rules/{rule_id}"): Case(
+        params=_sup("rule", "rule_id"), prepare=_rule, cross_org="anomaly.configure",
+        body=lambda w, org: {"enabled": True}),
+    ("GET", "/api/v1/supervision/cases"): Case(),
+    ("GET", "/api/v1/supervision/cases/{case_id}"): Case(
+        params=_sup("case", "case_id"), prepare=_open_case, cross_org="incident.read"),
+    ("POST", "/api/v1/supervision/cases/{case_id}/confirm"): Case(
+        params=_sup("case", "case_id"), prepare=_open_case, cross_org="anomaly.review",
+        body=lambda w, org: {"reason": "confirmed in the matrix", "severity": "minor"}),
+    ("POST", "/api/v1/supervision/cases/{case_id}/release"): Case(
+        params=_sup("case", "case_id"), prepare=_open_case, cross_org="anomaly.review",
+        body=lambda w, org: {"reason": "false alarm in the matrix"}),
+    ("GET", "/api/v1/supervision/blocks"): Case(),
+    ("POST", "/api/v1/supervision/blocks/{block_id}/lift"): Case(
+        params=_sup("block", "block_id"), prepare=_new_block, cross_org="anomaly.review",
+        body=lambda w, org: {"reason": "lifted in the matrix"}),
+    ("GET", "/api/v1/supervision/incidents"): Case(),
+    ("POST", "/api/v1/supervision/incidents"): Case(body=lambda w, org: {
+        "severity": "minor", "title": "matrix incident", "org_id": org.id}),
+    ("GET", "/api/v1/audit/events"): Case(),
+    ("GET", "/api/v1/audit/events.csv"): Case(),
+    ("GET", "/api/v1/audit/events.xlsx"): Case(),
+    ("POST", "/api/v1/audit/checkpoints"): Case(),
+    ("GET", "/api/v1/audit/checkpoints/latest"): Case(prepare=lambda s, w, o: _checkpoint(s)),
+    ("GET", "/api/v1/audit/proofs/inclusion"): Case(prepare=lambda s, w, o: _checkpoint(s),
+                                                     query=lambda w, o: {"seq": 1}),
+    ("GET", "/api/v1/audit/proofs/consistency"): Case(prepare=lambda s, w, o: _checkpoint(s),
+                                                       query=lambda w, o: _sizes()),
+}
+
+
+def _protected_routes():
+    app = create_app()
+    return [(m, p, route_permission(r)) for m, p, r in iter_routes(app.routes) if (m, p) not in PUBLIC_ROUTES]
+
+
+def test_every_route_declares_a_permission_or_is_public():
+    missing = [(m, p) for m, p, action in _protected_routes() if action is None]
+    assert not missing, f"routes with no permission and not on PUBLIC_ROUTES: {missing}"
+
+
+def test_every_route_has_a_case():
+    uncovered = [(m, p) for m, p, _ in _protected_routes() if (m, p) not in CASES]
+    assert not uncovered, f"add these routes to CASES: {uncovered}"
+
+
+def _call(client, method, path, params, body, headers, query=None, files=None):
+    if files:
+        return client.request(method, path.format(**params), files=files, headers=headers, params=query)
+    return client.request(method, path.format(**params), json=body, headers=headers, params=query)
+
+
+def test_route_by_role_matrix(client, session, db_settings):
+    _catalog.clear()
+    world = build_world(session)
+    tokens = {role: login(client, user.username) for role, user in world.actor.items()}
+    routes = sorted(_protected_routes(), key=lambda r: CASES[(r[0], r[1])].last)
+    failures: list[str] = []
+    checked = {"allowed": 0, "refused": 0, "foreign": 0}
+    for method, path, action in routes:
+        case = CASES[(method, path)]
+        allowed_roles = [r for r in permissions.ROLES.values() if action in r.actions]
+        assert allowed_roles, f"{method} {path}: no role holds {action}"
+        for role in permissions.ROLES.values():
+            org = world.home[role.org_kind]
+            if case.prepare:
+                case.prepare(session, world, org)
+            r = _call(client, method, path, case.params(world, org), case.body(world, org), tokens[role.name],
+                      case.query(world, org), case.files(world, org) if case.files else None)
+            if action in role.actions:
+                checked["allowed"] += 1
+                if r.status_code >= 400:
+                    failures.append(f"{role.name} {method} {path}: expected success, got {r.status_code} {r.text[:200]}")
+                continue
+            checked["refused"] += 1
+            if r.status_code != 403:
+                failures.append(f"{role.name} {method} {path}: expected 403, got {r.status_code}")
+        # Foreign objects: an allowed role pointing at another organisation's object.
+        if "{" in path:
+            for role in allowed_roles:
+                org = world.away[role.org_kind]
+                if case.prepare:
+                    case.prepare(session, world, org)
+                r = _call(client, method, path, case.params(world, org), case.body(world, org), tokens[role.name],
+                          None, case.files(world, org) if case.files else None)
+                checked["foreign"] += 1
+                if case.cross_org and case.cross_org in role.actions:
+                    if r.status_code >= 400:
+                        failures.append(f"{role.name} {method} {path} across organisations: "
+                                        f"expected success, got {r.status_code}")
+                elif r.status_code != 404:
+                    failures.append(f"{role.name} {method} {path} on a foreign object: expected 404, "
+                                    f"got {r.status_code}")
+    print(f"\nroute matrix [{db_settings.effective_database_url.split(':')[0]}]: {checked}")
+    assert not failures, "\n".join(failures)
+    assert checked["allowed"] and checked["refused"] and checked["foreign"]

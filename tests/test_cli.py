@@ -1,0 +1,95 @@
+"""The `authops` command as a newcomer uses it: in a fresh data folder, as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV_KEYS = ("AUTHOPS_DATABASE_URL", "AUTHOPS_BROKER_URL", "AUTHOPS_STORAGE_URL", "AUTHOPS_MASTER_KEYS",
+            "AUTHOPS_MASTER_KEY_ID")
+
+
+def authops(tmp_path: Path, *args: str, env: dict | None = None, check: bool = True):
+    base = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    base.update({"AUTHOPS_DATA_DIR": str(tmp_path / "data"), **(env or {})})
+    r = subprocess.run([sys.executable, "-m", "authops", *args], cwd=tmp_path, env=base,
+                       capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_help_lists_every_command(tmp_path):
+    out = authops(tmp_path, "--help").stdout
+    for command in ("init", "serve", "worker", "db", "users", "keys", "demo"):
+        assert command in out
+
+
+def test_init_then_users_then_keys(tmp_path):
+    authops(tmp_path, "init", "--admin-password", "Bureau-pass-2026")
+    assert (tmp_path / "data" / "authops.sqlite3").exists()
+    authops(tmp_path, "users", "create", "--org", "szdata", "--username", "reviewer",
+            "--role", "bureau_reviewer", env={"AUTHOPS_NEW_USER_PASSWORD": "Review-pass-2026"})
+    listed = authops(tmp_path, "users", "list").stdout
+    assert "bureau-admin" in listed and "reviewer" in listed and "bureau_reviewer" in listed
+
+    bad = authops(tmp_path, "users", "create", "--org", "szdata", "--username", "someone",
+                  "--role", "partner_admin", env={"AUTHOPS_NEW_USER_PASSWORD": "Review-pass-2026"},
+                  check=False)
+    assert bad.returncode == 1 and "bureau_reviewer" in bad.stderr and "Traceback" not in bad.stderr
+
+    key = authops(tmp_path, "keys", "api-create", "--org", "szdata", "--name", "monitoring",
+                  "--scope", "system.read").stdout.strip()
+    assert key.startswith("ak_")
+    refused = authops(tmp_path, "keys", "api-create", "--org", "szdata", "--name", "x",
+                      "--scope", "product.call", check=False)
+    assert refused.returncode == 1 and "product.call" in refused.stderr
+
+
+def test_db_upgrade_and_current(tmp_path):
+    authops(tmp_path, "db", "upgrade")
+    assert authops(tmp_path, "db", "current").stdout.strip() not in ("", "empty")
+
+
+def test_keys_rotate_keeps_objects_readable(tmp_path):
+    code = ("from authops.core.storage import get_object_store; "
+            "s = get_object_store(); s.put('a/b.bin', b'plaintext-marker'); print('ok')")
+    env = {**os.environ, "AUTHOPS_DATA_DIR": str(tmp_path / "data")}
+    for k in ENV_KEYS:
+        env.pop(k, None)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
+    out = authops(tmp_path, "keys", "rotate").stdout
+    assert "rewrapped 1" in out
+    read = ("from authops.core.storage import get_object_store; "
+            "print(get_object_store().get('a/b.bin').decode())")
+    r = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert r.stdout.strip() == "plaintext-marker"
+
+
+@pytest.mark.slow
+def test_demo_tells_the_story(tmp_path):
+    out = authops(tmp_path, "demo", "--data-dir", str(tmp_path / "demo")).stdout
+    assert "bureau-admin sees all" in out
+    assert "-> 403" in out and "-> 404" in out
+    assert "gets 401" in out and "account locked" in out
+    assert "ran on a Celery worker: succeeded" in out
+
+
+def test_audit_export_and_offline_verify(tmp_path):
+    authops(tmp_path, "init", "--admin-password", "Bureau-pass-2026")
+    authops(tmp_path, "audit", "checkpoint")
+    out = tmp_path / "log.jsonl.gz"
+    authops(tmp_path, "audit", "export", str(out))
+    (tmp_path / "audit.pub").write_text(authops(tmp_path, "audit", "public-key").stdout)
+    ok = authops(tmp_path, "audit", "verify", str(out), "--public-key", str(tmp_path / "audit.pub"))
+    assert ok.stdout.startswith("OK:")
+    import gzip
+    lines = gzip.decompress(out.read_bytes()).splitlines(keepends=True)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines[:-1]))  # the last event cut off
+    r = authops(tmp_path, "audit", "verify", str(bad), "--public-key", str(tmp_path / "audit.pub"), check=False)
+    assert r.returncode == 2 and "TAMPERED" in r.stdout
