@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -130,36 +132,39 @@ def test_details_refuse_floats(session):
 @pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
 def test_the_application_role_may_append_but_not_edit(db_settings, session):
     """PostgreSQL grants (SQLite relies on the triggers tested above)."""
-    from authops.audit.grants import grant_app_role
-    from authops.core.db import get_engine
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+    from sqlmodel import Session as S
 
-    engine = get_engine(db_settings)
+    from authops.audit.grants import grant_app_role
+
+    # Role switches stay on connections of their own that are really closed afterwards:
+    # a pooled connection left with SET ROLE (or mid-transaction) must never reach other code.
+    role = f"authops_app_{uuid.uuid4().hex[:12]}"  # roles are cluster-wide; never share one
+    engine = create_engine(db_settings.effective_database_url, poolclass=NullPool)
     with engine.begin() as conn:
-        conn.execute(text("DROP ROLE IF EXISTS authops_app_test"))
-        conn.execute(text("CREATE ROLE authops_app_test"))
+        conn.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        conn.execute(text(f"CREATE ROLE {role}"))
     try:
-        grant_app_role(engine, "authops_app_test")
+        grant_app_role(engine, role)
         audit_log.record(session, audit_log.SYSTEM, "test.seed")
         session.commit()
-        with engine.connect() as conn:
-            conn.execute(text("SET ROLE authops_app_test"))
-            with pytest.raises(DBAPIError, match="permission denied"):
-                conn.execute(text("UPDATE audit_event SET action = 'x'"))
-            conn.rollback()
-            conn.execute(text("SET ROLE authops_app_test"))
-            with pytest.raises(DBAPIError, match="permission denied"):
-                conn.execute(text("TRUNCATE audit_event"))
-            conn.rollback()
-        with session.get_bind().connect() as conn:  # the role can still append through the chain
-            conn.execute(text("SET ROLE authops_app_test"))
-            from sqlmodel import Session as S
+        for statement in ("UPDATE audit_event SET action = 'x'", "DELETE FROM audit_event", "TRUNCATE audit_event"):
+            with engine.connect() as conn:
+                conn.execute(text(f"SET ROLE {role}"))
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    conn.execute(text(statement))
+                conn.rollback()
+        with engine.connect() as conn:  # the role can still append through the chain
+            conn.execute(text(f"SET ROLE {role}"))
             with S(bind=conn) as s2:
                 audit_log.record(s2, audit_log.SYSTEM, "test.as_app_role")
                 s2.commit()
             conn.commit()
+        session.rollback()
         assert [e.action for e in _events(session)] == ["test.seed", "test.as_app_role"]
     finally:
         with engine.begin() as conn:
-            conn.execute(text("RESET ROLE"))
-            conn.execute(text("DROP OWNED BY authops_app_test"))
-            conn.execute(text("DROP ROLE authops_app_test"))
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        engine.dispose()
