@@ -9,6 +9,8 @@ MODEL_MODULES = [
     "authops.policies.models",
     "authops.platform.identity.models",
     "authops.platform.catalog.models",
+    "authops.policies.budget_models",
+    "authops.sandbox.models",
 ]
 
 
