@@ -21,6 +21,7 @@ from authops.platform.identity.router import router as identity_router
 from authops.platform.jobs.router import router as jobs_router
 from authops.platform.supervision.router import router as supervision_router
 from authops.platform.catalog.router import router as catalog_router
+from authops.platform.sandbox.router import router as sandbox_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
 
 log = logging.getLogger("authops.api")
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(supervision_router, prefix=API_PREFIX)
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(catalog_router, prefix=API_PREFIX)
+    app.include_router(sandbox_router, prefix=API_PREFIX)
     return app
 
 

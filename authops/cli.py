@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from authops.cli_jobs import jobs_app
 from authops.core.settings import get_settings
 
 app = typer.Typer(help="authops: authorized operation of public data. Raw data never leaves the domain.",
@@ -30,6 +31,7 @@ app.add_typer(audit_app, name="audit")
 catalog_app = typer.Typer(help="The data catalogue: register resources, load data, quality figures.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str) -> None:

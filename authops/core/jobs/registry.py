@@ -21,6 +21,7 @@ from authops.core.jobs.models import Job
 HANDLER_MODULES: list[str] = [
     "authops.core.jobs.registry",
     "authops.platform.catalog.tasks",
+    "authops.platform.sandbox.jobs",
 ]
 
 
@@ -55,7 +56,7 @@ _load_lock = threading.Lock()
 
 
 # Called as observer(session, job_id, outcome) inside the transaction that changes a job's
-# state ("succeeded", "failed", "retry"): higher layers (the audit log) observe without core
+# state ("succeeded", "failed", "retry", "cancelled"): higher layers (the audit log) observe without core
 # importing them.
 JobObserver = Callable[[Session, int, str], None]
 observers: list[JobObserver] = []

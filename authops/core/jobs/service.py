@@ -86,6 +86,7 @@ def cancel_job(session: Session, job_id: int, *, org_id: int | None = None) -> J
         session.refresh(job)
         raise Conflict(f"job {job_id} is already {JobState(job.state).value}")
     _close_attempts(session, job_id, "cancelled")
+    registry.notify(session, job_id, "cancelled")
     session.flush()
     return get_job(session, job_id)
 

@@ -1,0 +1,430 @@
+"""Sandbox jobs end to end: submit (scope, preflight, budget), run (inputs, engine or jail), release.
+
+submit_job (API side, one transaction):
+    workspace active and the caller's → spec/manifest validated and planned → every input field
+    and share mode inside the workspace's grants → what the gate would refuse whatever the data
+    → ε of the aggregate outputs reserved on each resource they read → a `sandbox.run` job.
+run_sandbox_job (worker side, the job handler):
+    decrypt the inputs into a private folder on tmpfs → run the spec (polars, streaming) or the
+    partner code (jail) → each output through the release gate → every release stored encrypted,
+    the budget committed and the job finished in ONE transaction, so a release happens exactly
+    once even when a worker dies (the job is re-run from the start; nothing was released).
+Failures and cancellations give the reservation back (observer on the job's end).
+What the partner sees of a failure is generic: a status, a fixed phrase, no values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlmodel import Session, select
+
+from authops.audit import log as audit_log
+from authops.core import crypto
+from authops.core.errors import AuthopsError, Conflict, InvalidInput, NotFound
+from authops.core.jobs import registry
+from authops.core.jobs import service as job_service
+from authops.core.jobs.models import Job
+from authops.core.jobs.registry import JobContext, job_handler
+from authops.core.settings import Settings, get_settings
+from authops.core.storage.store import get_object_store
+from authops.platform.catalog import service as catalog
+from authops.platform.catalog.models import Dataset
+from authops.policies import budget
+from authops.policies.budget_models import MICRO
+from authops.platform.sandbox import workspace
+from authops.sandbox import code_jobs, gate
+from authops.sandbox.masking import tokens
+from authops.sandbox.models import SandboxJob, SandboxRelease, Workspace
+from authops.sandbox.spec import build_plan, check_scope, load_spec
+from authops.sandbox.spec.errors import SpecError
+from authops.sandbox.spec.execute import lazy_outputs
+from authops.sandbox.spec.plan import PlannedInput, PlannedOutput
+from authops.sandbox.spec.scope import POLICY_SHARE_MODES
+
+KIND = "sandbox.run"
+RESULT_TYPE = "application/vnd.apache.parquet"
+MAX_RESULT_ROWS_SHOWN = 10_000
+
+
+class JobFailed(AuthopsError):
+    """What a partner sees when a job fails: a status and a fixed phrase, never data."""
+
+    status_code = 422
+    code = "job_failed"
+
+
+# --- planning, shared by submit and run ----------------------------------------------------------
+
+class Planned:
+    """A job's inputs and outputs as the gate sees them, for spec and code jobs alike."""
+
+    def __init__(self, session: Session, kind: str, spec: dict[str, Any], code: str | None) -> None:
+        self.kind = kind
+        self.code = code
+        if kind == "spec":
+            self.spec = load_spec(spec)
+            wanted = [(i.resource, i.version) for i in self.spec.inputs]
+            self.plan = build_plan(self.spec, workspace.schemas(session, wanted))
+            self.inputs: dict[str, PlannedInput] = dict(self.plan.inputs)
+            self.outputs: dict[str, PlannedOutput] = dict(self.plan.outputs)
+            self.name = self.spec.name
+        elif kind == "code":
+            self.manifest = code_jobs.load_manifest(spec)
+            code_jobs.check_code(code or "")
+            wanted = [(i.resource, i.version) for i in self.manifest.inputs]
+            self.inputs = code_jobs.plan_inputs(self.manifest, workspace.schemas(session, wanted))
+            self.outputs = code_jobs.plan_outputs(self.manifest, self.inputs)
+            self.plan = None
+            self.name = self.manifest.name
+        else:
+            raise InvalidInput("kind must be 'spec' or 'code'", details={"field": "kind"})
+        self.fields = code_jobs.field_specs(self.inputs)
+
+    def scope_problems(self, allowed: dict[str, list[str]], modes: dict[str, list[str]]) -> list[str]:
+        if self.plan is not None:
+            return check_scope(self.plan, allowed, modes)
+        problems = []
+        for alias, inp in self.inputs.items():
+            if inp.resource not in allowed:
+                problems.append(f"resource {inp.resource!r} (inputs[{alias}]) is outside the approved scope; "
+                                f"remove it or have its use approved")
+                continue
+            for f in inp.fields:
+                if f not in allowed[inp.resource]:
+                    problems.append(f"field {inp.resource}.{f} is outside the approved scope: inputs[{alias}].fields "
+                                    f"reads it, and partner code may put it in any output")
+        for o in self.outputs.values():
+            need = POLICY_SHARE_MODES[o.policy]
+            for inp in self.inputs.values():
+                have = set(modes.get(inp.resource, ()))
+                if inp.resource in allowed and not have & {x.value for x in need}:
+                    problems.append(f"outputs[{o.name}] is a {o.policy} output drawing on {inp.resource!r}, which is "
+                                    f"approved for {' or '.join(sorted(have)) or 'nothing'}")
+        return problems
+
+    def charges(self) -> tuple[float, float, dict[str, tuple[float, float]]]:
+        """(total ε, total δ, per resource (ε, δ)) that the aggregate outputs spend."""
+        per: dict[str, list[float]] = {}
+        eps = delta = 0.0
+        for o in self.outputs.values():
+            if o.policy != "aggregate":
+                continue
+            r = o.release
+            eps += r.epsilon
+            delta += r.delta or 0.0
+            for resource in sorted({ref[0] for ref in o.influences | {s for c in o.columns for s in c.sources}}):
+                got = per.setdefault(resource, [0.0, 0.0])
+                got[0] += r.epsilon
+                got[1] += r.delta or 0.0
+        return eps, delta, {k: (v[0], v[1]) for k, v in per.items()}
+
+
+def _plan(session: Session, sj: SandboxJob) -> Planned:
+    return Planned(session, sj.kind, sj.spec, sj.code)
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, Any] | str, code: str | None = None,
+               params: dict[str, Any] | None = None, claims: dict[str, list] | None = None,
+               actor: audit_log.Actor, created_by: int | None = None) -> tuple[SandboxJob, Job]:
+    """Check and queue a job; raises OutOfScope, SpecError, ReleaseRefused or BudgetExhausted."""
+    if ws.state != "active":
+        raise Conflict(f"workspace {ws.id} is {ws.state}; jobs run only in an active workspace")
+    document = spec if isinstance(spec, dict) else _parse(spec)
+    planned = Planned(session, kind, document, code)
+    allowed, modes = workspace.scope(session, ws)
+    problems = planned.scope_problems(allowed, modes)
+    if problems:
+        audit_log.record(session, actor, "sandbox.refuse", outcome="denied", object_type="workspace",
+                         object_id=ws.id, details={"reason": "out_of_scope", "job": planned.name,
+                                                   "problems": len(problems)})
+        raise workspace.OutOfScope(f"the job {planned.name!r} reaches outside workspace {ws.id}'s approved "
+                                   f"scope: " + "; ".join(problems[:3])
+                                   + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
+                                   details={"problems": problems})
+    params = dict(params or {})
+    if planned.plan is not None:
+        planned.plan.bind(params)  # unknown or mistyped parameters are refused now, not in the worker
+    claims = dict(claims or {})
+    unknown = sorted(set(claims) - set(planned.outputs))
+    if unknown:
+        raise InvalidInput(f"claims.{unknown[0]}: the job has no output of that name", details={"field": "claims"})
+    for o in planned.outputs.values():
+        try:
+            gate.preflight(o, planned.fields, code=kind == "code", claims=claims.get(o.name))
+        except gate.ReleaseRefused as exc:
+            audit_log.record(session, actor, "sandbox.refuse", outcome="denied", object_type="workspace",
+                             object_id=ws.id, details={"reason": "release_policy", "job": planned.name,
+                                                       "output": o.name})
+            raise exc
+    eps, delta, per = planned.charges()
+    job = job_service.create_job(session, kind=KIND, params={}, org_id=ws.org_id, created_by=created_by,
+                                 max_attempts=3)
+    sj = SandboxJob(job_id=job.id, workspace_id=ws.id, org_id=ws.org_id, kind=kind, name=planned.name,
+                    spec=document, code=code, params={"values": params, "claims": claims},
+                    readers=sorted({ws.org_id, *ws.readers}), epsilon=eps, created_by=actor.name[:64])
+    session.add(sj)
+    session.flush()
+    job.params = {"sandbox_job_id": sj.id}
+    session.add(job)
+    if eps > 0 or delta > 0:
+        budget.reserve(session, job_id=job.id, org_id=ws.org_id, resources=sorted(per), epsilon=eps, delta=delta)
+    audit_log.record(session, actor, "sandbox.submit", object_type="job", object_id=job.id,
+                     details={"workspace_id": ws.id, "kind": kind, "name": planned.name,
+                              "outputs": sorted(planned.outputs), "epsilon_micro": round(eps * MICRO),
+                              "code_sha256": hashlib.sha256(code.encode()).hexdigest() if code else None})
+    session.flush()
+    return sj, job
+
+
+def _parse(text: str) -> dict[str, Any]:
+    from authops.sandbox.spec.models import parse_text
+
+    doc = parse_text(text)
+    if not isinstance(doc, dict):
+        raise SpecError("the spec must be a mapping (JSON object or YAML mapping)")
+    return doc
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+def token_key(settings: Settings, org_id: int, workspace_id: int) -> bytes:
+    """Tokens scoped to one partner (customer) and one workspace (product)."""
+    master = crypto.derive_key(hashlib.sha256(settings.secret_key.get_secret_value().encode()).digest(),
+                               "sandbox-token-master")
+    return tokens.token_key(master, org_id, workspace_id)
+
+
+@contextlib.contextmanager
+def private_folder(prefix: str = "authops-job-") -> Iterator[Path]:
+    """A 0700 folder on tmpfs (RAM, never the disk) for plaintext inputs and outputs; always removed."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        os.chmod(folder, 0o700)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def jail_slot(slots: int = 64) -> Iterator[int]:
+    """A jail slot no other job on this host holds (an flock per slot; released if we die)."""
+    folder = Path("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()) / "authops-jail-slots"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for slot in range(slots):
+        fh = open(folder / f"{slot}.lock", "a+")  # noqa: SIM115 - closed below
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        try:
+            yield slot
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        return
+    raise Conflict(f"all {slots} jail slots on this host are busy; the job will be retried")
+
+
+def _dataset(session: Session, resource: str, version: int) -> Dataset:
+    res = catalog.get_resource(session, resource)
+    if res.dataset_id is not None:
+        current = session.get(Dataset, res.dataset_id)
+        if current is not None and current.schema_version == version:
+            return current
+    ds = session.exec(select(Dataset).where(Dataset.resource_id == res.id, Dataset.schema_version == version)
+                      .order_by(Dataset.version.desc())).first()
+    if ds is None:
+        raise JobFailed(f"{resource} has no data loaded under schema version {version}")
+    return ds
+
+
+def _decrypt_inputs(session: Session, settings: Settings, planned: Planned, folder: Path,
+                    project: bool) -> dict[str, Path]:
+    """Each input's dataset decrypted into the folder (0644 for the jail's uid); projected for code."""
+    store = get_object_store(settings)
+    paths = {}
+    for alias, inp in planned.inputs.items():
+        ds = _dataset(session, inp.resource, inp.version)
+        path = folder / f"{alias}.parquet"
+        if project:
+            full = folder / f".{alias}.full.parquet"
+            store.get_to_file(ds.object_key, full)
+            pf = pq.ParquetFile(full)
+            with pq.ParquetWriter(path, pa.schema([pf.schema_arrow.field(f) for f in inp.fields])) as w:
+                for batch in pf.iter_batches(columns=list(inp.fields), batch_size=256_000):
+                    w.write_batch(batch)
+            full.unlink()
+        else:
+            store.get_to_file(ds.object_key, path)
+        os.chmod(path, 0o644)
+        paths[alias] = path
+    return paths
+
+
+def _run_spec(planned: Planned, inputs: dict[str, Path], params: dict[str, Any], folder: Path,
+              ctx: JobContext) -> dict[str, Path | pa.Table]:
+    import polars as pl
+
+    lazies = lazy_outputs(planned.plan, {a: str(p) for a, p in inputs.items()}, params)
+    out: dict[str, Path | pa.Table] = {}
+    for i, (name, lf) in enumerate(lazies.items()):
+        ctx.progress(0.2 + 0.5 * i / max(len(lazies), 1), f"computing {name}")
+        path = folder / f"out-{name}.parquet"
+        try:
+            lf.sink_parquet(str(path), engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            raise JobFailed(f"the job failed while computing outputs[{name}] ({type(exc).__name__}); check that "
+                            f"it runs on the mock data") from None
+        out[name] = path
+    return out
+
+
+def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: JobContext) -> dict[str, Path]:
+    from authops.sandbox.jail import JailStatus, run_partner_code
+
+    ctx.progress(0.2, "running partner code in the jail")
+    with jail_slot() as slot:
+        result = run_partner_code(sj.code or "", inputs, sj.params.get("values", {}), slot=slot)
+    if result.status != JailStatus.OK:
+        raise JobFailed(f"partner code {result.status.value}: {result.summary}",
+                        details={"jail": result.partner_view()})
+    missing = [n for n in planned.outputs if n not in result.outputs]
+    if missing:
+        raise JobFailed(f"run() returned no output named {missing[0]!r}; the manifest lists "
+                        f"{', '.join(planned.outputs)}")
+    return {n: result.outputs[n] for n in planned.outputs}
+
+
+def _store_release(settings: Settings, job_id: int, name: str, table: pa.Table) -> str:
+    key = f"releases/{job_id}/{name}.parquet"
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    get_object_store(settings).put(key, buf.getvalue(), content_type=RESULT_TYPE)
+    return key
+
+
+@job_handler(KIND)
+def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
+    settings = get_settings()
+    sj = session.exec(select(SandboxJob).where(SandboxJob.id == int(job.params["sandbox_job_id"]))).one()
+    ws = session.get(Workspace, sj.workspace_id)
+    if ws is None or ws.state != "active":
+        raise JobFailed(f"workspace {sj.workspace_id} is no longer active")
+    ctx.progress(0.02, "planning")
+    planned = _plan(session, sj)
+    allowed, modes = workspace.scope(session, ws)
+    if planned.scope_problems(allowed, modes):  # the grants may have changed since submission
+        raise workspace.OutOfScope("the workspace's approved scope no longer covers this job")
+    key = token_key(settings, ws.org_id, ws.id)
+    claims = sj.params.get("claims", {})
+    # Everything slow happens before this job's transaction writes (SQLite: heartbeats must get through).
+    with private_folder() as folder:
+        ctx.progress(0.05, "decrypting inputs")
+        inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code")
+        if sj.kind == "spec":
+            produced = _run_spec(planned, inputs, sj.params.get("values", {}), folder, ctx)
+        else:
+            produced = _run_code(planned, sj, inputs, ctx)
+        ctx.progress(0.75, "release gate")
+        released: list[gate.Released] = []
+        for name, o in planned.outputs.items():
+            released.append(gate.release(o, produced[name], token_key=key, fields=planned.fields,
+                                         claims=claims.get(name), code=sj.kind == "code"))
+    ctx.progress(0.9, "storing releases")
+    keys = {r.output: _store_release(settings, job.id, r.output, r.table) for r in released}
+    # --- one transaction from here: releases, budget, audit and the job's success commit together
+    actor = audit_log.Actor(kind="system", name=f"job {job.id}", org_id=sj.org_id)
+    spent: dict[str, tuple[float, float]] = {}
+    for r in released:
+        o = planned.outputs[r.output]
+        session.add(SandboxRelease(job_id=job.id, sandbox_job_id=sj.id, output=r.output, policy=r.policy,
+                                   rows=r.table.num_rows, columns=r.table.column_names, object_key=keys[r.output],
+                                   readers=list(sj.readers), summary=_jsonable(r.summary)))
+        if r.policy == "aggregate":
+            for resource in sorted({ref[0] for ref in o.influences | {s for c in o.columns for s in c.sources}}):
+                e, d = spent.get(resource, (0.0, 0.0))
+                spent[resource] = (e + r.epsilon, d + r.delta)
+        audit_log.record(session, actor, "sandbox.release", object_type="job", object_id=job.id,
+                         details={"output": r.output, "policy": r.policy, "rows": r.table.num_rows,
+                                  "epsilon_micro": round(r.epsilon * MICRO)})
+    budget.commit(session, job.id, spent=_capped(session, job.id, spent))
+    session.flush()
+    return {"outputs": {r.output: {"policy": r.policy, "rows": r.table.num_rows,
+                                   "epsilon": r.epsilon, "delta": r.delta} for r in released}}
+
+
+def _capped(session: Session, job_id: int, spent: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """What was spent, never above what was reserved (float sums may differ in the last digit)."""
+    from authops.policies.budget_models import PICO, BudgetReservation
+
+    held = {r.resource_code: r for r in session.exec(select(BudgetReservation).where(
+        BudgetReservation.job_id == job_id, BudgetReservation.state == "reserved"))}
+    out = {}
+    for resource, (e, d) in spent.items():
+        r = held.get(resource)
+        if r is None:
+            continue
+        out[resource] = (min(e, r.epsilon / MICRO), min(d, r.delta / PICO))
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _on_job_end(session: Session, job_id: int, outcome: str) -> None:
+    """A sandbox job that failed or was cancelled gives its reservation back, in the same transaction."""
+    if outcome in ("failed", "cancelled"):
+        budget.give_back(session, job_id)
+
+
+registry.observe(_on_job_end)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def get_sandbox_job(session: Session, job_id: int, *, org_id: int | None = None) -> tuple[SandboxJob, Job]:
+    sj = session.exec(select(SandboxJob).where(SandboxJob.job_id == job_id)).first()
+    if sj is None or (org_id is not None and sj.org_id != org_id):
+        raise NotFound(f"sandbox job {job_id} not found")
+    return sj, job_service.get_job(session, job_id)
+
+
+def releases(session: Session, job_id: int) -> list[SandboxRelease]:
+    return list(session.exec(select(SandboxRelease).where(SandboxRelease.job_id == job_id)
+                             .order_by(SandboxRelease.output)))
+
+
+def read_release(session: Session, settings: Settings, job_id: int, output: str, *, reader_org: int,
+                 limit: int = MAX_RESULT_ROWS_SHOWN) -> tuple[SandboxRelease, pa.Table]:
+    """A released table, for an organisation the job names as a reader (else NotFound)."""
+    rel = session.exec(select(SandboxRelease).where(SandboxRelease.job_id == job_id,
+                                                    SandboxRelease.output == output)).first()
+    if rel is None or reader_org not in rel.readers:
+        raise NotFound(f"job {job_id} has released no output {output!r} to you")
+    table = pq.read_table(io.BytesIO(get_object_store(settings).get(rel.object_key)))
+    return rel, table.slice(0, limit)
