@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi import Path as FastAPIPath
 from sqlmodel import Session
 
 from authops.audit import log as audit_log
@@ -123,3 +124,7 @@ def refusal(request: Request, actor: audit_log.Actor, action: str, exc: Exceptio
 
 def require(action: str):
     return Depends(Require(action))
+
+
+# Database ids are 32-bit: a larger number in a path is a client error, not a database error.
+ObjectId = Annotated[int, FastAPIPath(ge=1, le=2_147_483_647)]

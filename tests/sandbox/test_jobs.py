@@ -294,3 +294,14 @@ def test_the_gate_refuses_output_that_looks_like_raw_ids():
         gate.release(out, phones, token_key=key, fields=fields)
     assert gate.release(out, pa.table({"status": ["正常", "注销", "正常"]}), token_key=key,
                         fields=fields).table.num_rows == 3
+
+
+def test_ids_beyond_the_database_range_are_client_errors(session, client):
+    user = make_user(session, make_org(session, OrgKind.PARTNER), "partner_engineer")
+    session.commit()
+    headers = login(client, user.username)
+    for path in ("/api/v1/sandbox/jobs/99999999999", "/api/v1/jobs/99999999999",
+                 "/api/v1/sandbox/workspaces/99999999999"):
+        r = client.get(path, headers=headers)
+        assert r.status_code == 422, (path, r.status_code, r.text[:200])
+    assert client.get("/api/v1/sandbox/jobs/2147483647", headers=headers).status_code == 404

@@ -14,7 +14,7 @@ from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
 from authops.core.jobs.models import Job
 from authops.audit import log as audit_log
-from authops.platform.deps import SessionDep, SettingsDep, actor_of, require
+from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 
 router = APIRouter(tags=["jobs"])
 
@@ -78,12 +78,12 @@ def list_jobs(session: SessionDep, principal: Annotated[Principal, require("job.
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: SessionDep, principal: Annotated[Principal, require("job.read")]):
+def get_job(job_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("job.read")]):
     return _own_job(session, principal, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, session: SessionDep, principal: Annotated[Principal, require("job.submit")]):
+def cancel_job(job_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("job.submit")]):
     job = _own_job(session, principal, job_id)
     audit_log.record(session, actor_of(principal), "job.cancel", object_type="job", object_id=job.id)
     return job_service.cancel_job(session, job.id)

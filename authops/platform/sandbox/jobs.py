@@ -233,6 +233,11 @@ def jail_slot(slots: int = 64) -> Iterator[int]:
             fh.close()
             continue
         try:
+            # We hold the slot: anything still running under its uid was left by a worker that
+            # died mid-job (the jail runs in its own process group). It is nobody's now.
+            from authops.sandbox.jail import JailConfig, _kill_uid
+
+            _kill_uid(JailConfig().base_uid + slot)
             yield slot
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from authops.audit import log as audit_log
 from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
-from authops.platform.deps import SessionDep, SettingsDep, actor_of, require
+from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 from authops.policies import budget
 from authops.platform.sandbox import jobs as sandbox_jobs
 from authops.platform.sandbox import workspace as ws_service
@@ -90,7 +90,7 @@ def open_workspace(body: WorkspaceIn, session: SessionDep,
 
 
 @router.patch("/workspaces/{workspace_id}")
-def change_workspace(workspace_id: int, body: WorkspaceState, session: SessionDep,
+def change_workspace(workspace_id: ObjectId, body: WorkspaceState, session: SessionDep,
                      principal: Annotated[Principal, require("workspace.manage")]):
     ws = ws_service.get_workspace(session, workspace_id)
     ws_service.set_state(session, ws, body.state, actor=actor_of(principal))
@@ -104,14 +104,14 @@ def list_workspaces(session: SessionDep, principal: Annotated[Principal, require
 
 
 @router.get("/workspaces/{workspace_id}")
-def get_workspace(workspace_id: int, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
+def get_workspace(workspace_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
     """The granted resources: schemas of the granted fields, share modes, mock data size."""
     ws = ws_service.get_workspace(session, workspace_id, org_id=principal.org_id)
     return ws_service.view(session, ws)
 
 
 @router.get("/workspaces/{workspace_id}/mock/{resource}")
-def get_mock(workspace_id: int, resource: str, session: SessionDep, settings: SettingsDep,
+def get_mock(workspace_id: ObjectId, resource: str, session: SessionDep, settings: SettingsDep,
              principal: Annotated[Principal, require("sandbox.use")],
              rows: Annotated[int, Query(ge=1, le=1000)] = 100):
     """A granted resource's mock dataset in full (synthetic rows; the real rows are never shown)."""
@@ -126,7 +126,7 @@ def get_mock(workspace_id: int, resource: str, session: SessionDep, settings: Se
 
 # --- jobs ------------------------------------------------------------------------------------------
 @router.post("/workspaces/{workspace_id}/jobs", status_code=202)
-def submit_job(workspace_id: int, body: JobIn, session: SessionDep, settings: SettingsDep,
+def submit_job(workspace_id: ObjectId, body: JobIn, session: SessionDep, settings: SettingsDep,
                background: BackgroundTasks, principal: Annotated[Principal, require("sandbox.use")]):
     """Check the job against the workspace's scope and release policies, reserve its budget, queue it."""
     ws = ws_service.get_workspace(session, workspace_id, org_id=principal.org_id)
@@ -138,14 +138,14 @@ def submit_job(workspace_id: int, body: JobIn, session: SessionDep, settings: Se
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
+def get_job(job_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
     """State, stage, progress and the releases so far (policy, rows, budget spent; no values)."""
     sj, job = sandbox_jobs.get_sandbox_job(session, job_id, org_id=principal.org_id)
     return _job_view(session, sj, job)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
+def cancel_job(job_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("sandbox.use")]):
     """Cancel a queued or running job; its budget reservation is given back."""
     sj, job = sandbox_jobs.get_sandbox_job(session, job_id, org_id=principal.org_id)
     audit_log.record(session, actor_of(principal), "job.cancel", object_type="job", object_id=job.id)
@@ -154,7 +154,7 @@ def cancel_job(job_id: int, session: SessionDep, principal: Annotated[Principal,
 
 
 @router.get("/jobs/{job_id}/results/{output}")
-def get_result(job_id: int, output: str, session: SessionDep, settings: SettingsDep,
+def get_result(job_id: ObjectId, output: str, session: SessionDep, settings: SettingsDep,
                principal: Annotated[Principal, require("job.read")],
                rows: Annotated[int, Query(ge=1, le=10_000)] = 1000):
     """A released output, for the organisations the job names as readers."""
@@ -185,6 +185,6 @@ def my_budgets(session: SessionDep, principal: Annotated[Principal, require("san
 
 
 @router.get("/orgs/{org_id}/budgets")
-def org_budgets(org_id: int, session: SessionDep, principal: Annotated[Principal, require("budget.manage")],
+def org_budgets(org_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("budget.manage")],
                 resource: str | None = None):
     return budget.balances(session, org_id, resource)
