@@ -161,13 +161,16 @@ def _verify(output: PlannedOutput, table: pa.Table, claims: Sequence[Any] | None
 
 # --- aggregate ---------------------------------------------------------------------------------
 
-def _aggregate(output: PlannedOutput, source: str | Path | pa.Table, spec) -> Released:
-    from authops.sandbox.dp import release_aggregate
+def _aggregate(output: PlannedOutput, source, spec) -> Released:
+    """DP release of a Parquet file of the output's rows, or of bounded partials of its partitions."""
+    from authops.sandbox.dp import Partial, merge_and_release, release_aggregate
 
-    path = source
-    if isinstance(source, pa.Table):
-        raise TypeError("aggregate outputs are released from a Parquet file of their rows")
-    rel = release_aggregate(path, spec)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(p, Partial) for p in source):
+        rel = merge_and_release(list(source), spec)  # noise is added once, to the merged sums
+    elif isinstance(source, (str, Path)):
+        rel = release_aggregate(source, spec)
+    else:
+        raise TypeError("aggregate outputs are released from a Parquet file of their rows or from partials")
     summary = rel.summary()
     summary["histograms"] = sorted(rel.histograms)
     return Released(output.name, "aggregate", rel.table, summary, rel.epsilon, rel.delta)
@@ -334,7 +337,7 @@ def release(output: PlannedOutput, data: str | Path | pa.Table, *, token_key: by
     """Turn one output's pre-release data into what may leave, or raise ReleaseRefused.
 
     `data` is the output's rows as an Arrow table, or a Parquet file (required for aggregates,
-    which stream). `fields` maps (resource, field) to its spec for every input field, so the
+    which stream), or for aggregates the bounded partials of disjoint unit partitions. `fields` maps (resource, field) to its spec for every input field, so the
     gate can name and grade what reaches a column. `code` marks partner code, whose columns are
     assumed to carry every input field.
     """

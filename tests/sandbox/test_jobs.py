@@ -305,3 +305,45 @@ def test_ids_beyond_the_database_range_are_client_errors(session, client):
         r = client.get(path, headers=headers)
         assert r.status_code == 422, (path, r.status_code, r.text[:200])
     assert client.get("/api/v1/sandbox/jobs/2147483647", headers=headers).status_code == 404
+
+
+def test_a_partitioned_aggregate_merges_bounded_partials_and_adds_noise_once(session, db_settings, world):
+    from authops.core.jobs.models import JobAttempt
+    from authops.sandbox.dp import merge_partials
+    from authops.sandbox.spec.outputs import aggregate_spec
+
+    ws = world["ws"]
+    sj, job = jobs.submit_job(session, ws=ws, kind="spec", spec=_example("tax_arrears_by_industry"), partitions=3,
+                              actor=ACTOR)
+    session.commit()
+    ids = jobs.job_ids(sj)
+    assert len(ids) == 3
+    done = _run(db_settings, job.id)  # no other worker: the main job runs the partition jobs itself
+    assert done.state == "succeeded", (done.error_code, done.error_message)
+    for child in ids[1:]:
+        child_job = session.get(Job, child, populate_existing=True)
+        assert child_job.state == "succeeded" and child_job.kind == jobs.PARTIAL_KIND
+        assert len(session.exec(select(JobAttempt).where(JobAttempt.job_id == child)).all()) == 1
+    rel = session.exec(select(SandboxRelease).where(SandboxRelease.job_id == job.id)).one()
+    assert rel.summary["epsilon"] == pytest.approx(1.0)  # charged once, not once per partition
+    assert _left(session, ws.org_id, "enterprise_tax") == pytest.approx(2.0)
+    # the three stored partials add up to the unpartitioned bounded aggregate, exactly
+    planned = jobs.Planned(session, "spec", sj.spec, None)
+    spec = aggregate_spec(planned.outputs["vat_by_industry"])
+    parts = [jobs._load_partials(db_settings, job.id, "vat_by_industry", i, 3) for i in range(3)]
+    assert sorted(p.partition[0] for p in parts) == [0, 1, 2]
+    merged = merge_partials(parts, spec)
+    with jobs.private_folder() as folder:
+        inputs = jobs._decrypt_inputs(session, db_settings, planned, folder, project=False)
+        from authops.sandbox.dp import partial_aggregate
+        lf = jobs.lazy_outputs(planned.plan, {a: str(p) for a, p in inputs.items()}, {})["vat_by_industry"]
+        lf.sink_parquet(str(folder / "all.parquet"))
+        whole = partial_aggregate(folder / "all.parquet", spec)
+    key = spec.by
+    assert merged.cells.sort(key).equals(whole.cells.sort(key))
+    assert merged.rows_kept == whole.rows_kept > 0
+
+
+def test_partitions_are_for_aggregate_spec_jobs_only(session, world):
+    with pytest.raises(AuthopsError, match="only a spec job whose outputs are all aggregates"):
+        jobs.submit_job(session, ws=world["ws"], kind="spec", spec=RECORD_SPEC, partitions=2, actor=ACTOR)

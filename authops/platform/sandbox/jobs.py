@@ -54,6 +54,8 @@ from authops.sandbox.spec.plan import PlannedInput, PlannedOutput
 from authops.sandbox.spec.scope import POLICY_SHARE_MODES
 
 KIND = "sandbox.run"
+PARTIAL_KIND = "sandbox.partial"
+MAX_PARTITIONS = 16
 RESULT_TYPE = "application/vnd.apache.parquet"
 MAX_RESULT_ROWS_SHOWN = 10_000
 
@@ -139,8 +141,14 @@ def _plan(session: Session, sj: SandboxJob) -> Planned:
 
 def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, Any] | str, code: str | None = None,
                params: dict[str, Any] | None = None, claims: dict[str, list] | None = None,
-               actor: audit_log.Actor, created_by: int | None = None) -> tuple[SandboxJob, Job]:
-    """Check and queue a job; raises OutOfScope, SpecError, ReleaseRefused or BudgetExhausted."""
+               partitions: int = 1, actor: audit_log.Actor, created_by: int | None = None
+               ) -> tuple[SandboxJob, Job]:
+    """Check and queue a job; raises OutOfScope, SpecError, ReleaseRefused or BudgetExhausted.
+
+    With partitions > 1 (aggregate-only spec jobs), the privacy units are split into that many
+    disjoint partitions, each bounded and aggregated by its own `sandbox.partial` job on any
+    worker; the main job merges the bounded partials and adds noise once. Dispatch job_ids(sj).
+    """
     if ws.state != "active":
         raise Conflict(f"workspace {ws.id} is {ws.state}; jobs run only in an active workspace")
     document = spec if isinstance(spec, dict) else _parse(spec)
@@ -170,6 +178,12 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
                              object_id=ws.id, details={"reason": "release_policy", "job": planned.name,
                                                        "output": o.name})
             raise exc
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise InvalidInput(f"partitions must be a whole number from 1 to {MAX_PARTITIONS}",
+                           details={"field": "partitions"})
+    if partitions > 1 and (kind != "spec" or any(o.policy != "aggregate" for o in planned.outputs.values())):
+        raise InvalidInput("only a spec job whose outputs are all aggregates can be split into partitions",
+                           details={"field": "partitions"})
     eps, delta, per = planned.charges()
     job = job_service.create_job(session, kind=KIND, params={}, org_id=ws.org_id, created_by=created_by,
                                  max_attempts=3)
@@ -180,6 +194,14 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
     session.flush()
     job.params = {"sandbox_job_id": sj.id}
     session.add(job)
+    if partitions > 1:
+        children = {}
+        for i in range(1, partitions):
+            child = job_service.create_job(session, kind=PARTIAL_KIND, org_id=ws.org_id, created_by=created_by,
+                                           params={"sandbox_job_id": sj.id, "partition": i, "of": partitions})
+            children[str(i)] = child.id
+        sj.params = {**sj.params, "partitions": partitions, "children": children}
+        session.add(sj)
     if eps > 0 or delta > 0:
         budget.reserve(session, job_id=job.id, org_id=ws.org_id, resources=sorted(per), epsilon=eps, delta=delta)
     audit_log.record(session, actor, "sandbox.submit", object_type="job", object_id=job.id,
@@ -197,6 +219,11 @@ def _parse(text: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise SpecError("the spec must be a mapping (JSON object or YAML mapping)")
     return doc
+
+
+def job_ids(sj: SandboxJob) -> list[int]:
+    """The job and its partition jobs: what to dispatch after the submission commits."""
+    return [sj.job_id, *(int(v) for v in (sj.params.get("children") or {}).values())]
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -316,6 +343,108 @@ def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: Jo
     return {n: result.outputs[n] for n in planned.outputs}
 
 
+def _partials(settings: Settings, planned: Planned, sj: SandboxJob, inputs: dict[str, Path], folder: Path,
+              i: int, n: int, ctx: JobContext) -> dict[str, Any]:
+    """Bounded partial aggregates of partition i of n of every output (exact sums: never released)."""
+    import polars as pl
+
+    from authops.sandbox.dp import partial_aggregate, unit_partition
+    from authops.sandbox.spec.outputs import aggregate_spec
+    from authops.sandbox.spec.plan import UNIT_COLUMN
+
+    lazies = lazy_outputs(planned.plan, {a: str(p) for a, p in inputs.items()}, sj.params.get("values", {}))
+    out = {}
+    for name, lf in lazies.items():
+        ctx.progress(0.2 + 0.5 * len(out) / max(len(lazies), 1), f"partition {i + 1}/{n}: computing {name}")
+        path = folder / f"part-{name}-{i}.parquet"
+        try:
+            lf.filter(unit_partition(UNIT_COLUMN, n) == i).sink_parquet(str(path), engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            raise JobFailed(f"the job failed while computing outputs[{name}] ({type(exc).__name__}); check that "
+                            f"it runs on the mock data") from None
+        out[name] = partial_aggregate(path, aggregate_spec(planned.outputs[name]), partition=(i, n))
+    return out
+
+
+def _partial_key(job_id: int, output: str, i: int, n: int, part: str) -> str:
+    return f"partials/{job_id}/{output}/{i}-of-{n}/{part}.parquet"
+
+
+def _store_partials(settings: Settings, job_id: int, partials: dict[str, Any], i: int, n: int) -> None:
+    """Each partial's frames, encrypted; the metadata rides in the cells file's schema."""
+    import json
+
+    store = get_object_store(settings)
+    for output, p in partials.items():
+        meta = {"fingerprint": p.fingerprint, "partition": list(p.partition), "rows_kept": p.rows_kept,
+                "bins": sorted(p.bins)}
+        cells = p.cells.to_arrow()
+        cells = cells.replace_schema_metadata({b"authops.partial": json.dumps(meta).encode()})
+        for part, table in [("cells", cells), *((f"bins-{k}", v.to_arrow()) for k, v in p.bins.items())]:
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            store.put(_partial_key(job_id, output, i, n, part), buf.getvalue(), content_type=RESULT_TYPE)
+
+
+def _load_partials(settings: Settings, job_id: int, output: str, i: int, n: int):
+    import json
+
+    import polars as pl
+
+    from authops.sandbox.dp import Partial
+
+    store = get_object_store(settings)
+    cells = pq.read_table(io.BytesIO(store.get(_partial_key(job_id, output, i, n, "cells"))))
+    meta = json.loads(cells.schema.metadata[b"authops.partial"])
+    bins = {k: pl.from_arrow(pq.read_table(io.BytesIO(store.get(_partial_key(job_id, output, i, n, f"bins-{k}")))))
+            for k in meta["bins"]}
+    return Partial(meta["fingerprint"], tuple(meta["partition"]), pl.from_arrow(cells.replace_schema_metadata(None)),
+                   bins, int(meta["rows_kept"]))
+
+
+def _gather_partials(settings: Settings, sj: SandboxJob, job_id: int, own: dict[str, Any], n: int,
+                     ctx: JobContext) -> dict[str, list]:
+    """Wait for the partition jobs, running any still queued here (work stealing), then load them all."""
+    import time
+
+    from authops.core.db import session_scope
+    from authops.core.jobs.models import JobState
+
+    children = {int(i): int(j) for i, j in (sj.params.get("children") or {}).items()}
+    while True:
+        with session_scope(settings) as s:
+            states = {i: s.get(Job, j, populate_existing=True).state for i, j in children.items()}
+        bad = [i for i, st in states.items() if st in (JobState.FAILED.value, JobState.CANCELLED.value)]
+        if bad:
+            raise JobFailed(f"partition {bad[0] + 1} of {n} did not complete; nothing was released")
+        done = sum(st == JobState.SUCCEEDED.value for st in states.values())
+        ctx.progress(0.7 + 0.05 * done / max(len(children), 1), f"partitions done: {done + 1}/{n}")
+        if done == len(children):
+            break
+        queued = [children[i] for i, st in states.items() if st == JobState.QUEUED.value]
+        if queued:  # no worker has taken it yet: run it here (the claim is conditional, so no double run)
+            job_service.run_job(settings, queued[0], worker=f"job-{job_id}-inline")
+        else:
+            time.sleep(0.3)
+    return {name: [own[name], *(_load_partials(settings, job_id, name, i, n) for i in sorted(children))]
+            for name in own}
+
+
+@job_handler(PARTIAL_KIND)
+def run_partial(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
+    """One partition of a partitioned aggregate job: bound and aggregate its units, store the partials."""
+    settings = get_settings()
+    sj = session.exec(select(SandboxJob).where(SandboxJob.id == int(job.params["sandbox_job_id"]))).one()
+    i, n = int(job.params["partition"]), int(job.params["of"])
+    planned = _plan(session, sj)
+    with private_folder() as folder:
+        ctx.progress(0.05, f"partition {i + 1}/{n}: decrypting inputs")
+        inputs = _decrypt_inputs(session, settings, planned, folder, project=False)
+        partials = _partials(settings, planned, sj, inputs, folder, i, n, ctx)
+    _store_partials(settings, sj.job_id, partials, i, n)
+    return {"partition": i, "of": n, "outputs": sorted(partials)}
+
+
 def _store_release(settings: Settings, job_id: int, name: str, table: pa.Table) -> str:
     key = f"releases/{job_id}/{name}.parquet"
     buf = io.BytesIO()
@@ -342,7 +471,12 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
     with private_folder() as folder:
         ctx.progress(0.05, "decrypting inputs")
         inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code")
-        if sj.kind == "spec":
+        n = int(sj.params.get("partitions") or 1)
+        if n > 1:
+            own = _partials(settings, planned, sj, inputs, folder, 0, n, ctx)
+            _store_partials(settings, job.id, own, 0, n)
+            produced = _gather_partials(settings, sj, job.id, own, n, ctx)
+        elif sj.kind == "spec":
             produced = _run_spec(planned, inputs, sj.params.get("values", {}), folder, ctx)
         else:
             produced = _run_code(planned, sj, inputs, ctx)
@@ -405,6 +539,10 @@ def _on_job_end(session: Session, job_id: int, outcome: str) -> None:
     """A sandbox job that failed or was cancelled gives its reservation back, in the same transaction."""
     if outcome in ("failed", "cancelled"):
         budget.give_back(session, job_id)
+        sj = session.exec(select(SandboxJob).where(SandboxJob.job_id == job_id)).first()
+        for child in (sj.params.get("children") or {}).values() if sj else ():
+            with contextlib.suppress(Conflict, NotFound):  # already over: nothing to stop
+                job_service.cancel_job(session, int(child))
 
 
 registry.observe(_on_job_end)

@@ -51,6 +51,8 @@ class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     claims: dict[str, list[str | int]] = Field(default_factory=dict,
                                                description="per verify/model output: the subjects to answer for")
+    partitions: int = Field(default=1, ge=1, le=16, description="split an aggregate job's privacy units into "
+                            "this many partitions, bounded on any workers and merged before noise")
 
 
 class BudgetIn(BaseModel):
@@ -131,9 +133,9 @@ def submit_job(workspace_id: ObjectId, body: JobIn, session: SessionDep, setting
     """Check the job against the workspace's scope and release policies, reserve its budget, queue it."""
     ws = ws_service.get_workspace(session, workspace_id, org_id=principal.org_id)
     sj, job = sandbox_jobs.submit_job(session, ws=ws, kind=body.kind, spec=body.spec, code=body.code,
-                                      params=body.params, claims=body.claims, actor=actor_of(principal),
-                                      created_by=principal.user_id)
-    background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])
+                                      params=body.params, claims=body.claims, partitions=body.partitions,
+                                      actor=actor_of(principal), created_by=principal.user_id)
+    background.add_task(job_service.dispatch_pending, settings, job_ids=sandbox_jobs.job_ids(sj))
     return _job_view(session, sj, job)
 
 
