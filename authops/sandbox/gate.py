@@ -279,8 +279,11 @@ def _model(output: PlannedOutput, table: pa.Table, token_key: bytes, claims: Seq
 _PHONE = r"(?:^|\D)1[3-9]\d{9}(?:\D|$)"
 
 
-def raw_identifier_columns(table: pa.Table, skip: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """(column, what) for string columns holding a valid resident ID number, USCC or mobile number."""
+def raw_identifier_columns(table: pa.Table, skip: Sequence[str] = (),
+                           public_uscc: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(column, what) for string columns holding a valid resident ID number, USCC or mobile number.
+
+    `public_uscc` names columns that are an L1 (public) enterprise code released as it is."""
     found = []
     for name in table.column_names:
         if name in skip:
@@ -293,10 +296,10 @@ def raw_identifier_columns(table: pa.Table, skip: Sequence[str] = ()) -> list[tu
         words = pc.utf8_upper(pc.utf8_trim_whitespace(col))
         eighteen = pc.filter(words, pc.equal(pc.utf8_length(words), 18))
         if len(eighteen):
-            if valid_mask(Check.GB11643, eighteen).any():
+            if valid_mask(Check.RESIDENT_ID, eighteen).any():
                 found.append((name, "resident ID numbers"))
                 continue
-            if valid_mask(Check.GB32100, eighteen).any():
+            if name not in public_uscc and valid_mask(Check.USCC, eighteen).any():
                 found.append((name, "unified social credit codes"))
                 continue
         if pc.any(pc.match_substring_regex(col, _PHONE)).as_py():
@@ -362,7 +365,9 @@ def release(output: PlannedOutput, data: str | Path | pa.Table, *, token_key: by
             skip = ("claim",)
         else:  # the spec schema allows no other policy
             raise _refuse(output, f"unknown release policy {policy!r}")
-    leaks = raw_identifier_columns(released.table, skip)
+    public = [c.name for c in output.columns if policy == "record" and c.origin is not None and c.field is not None
+              and c.field.kind == Kind.IDENTIFIER_ENTERPRISE and c.field.grade == Grade.L1]
+    leaks = raw_identifier_columns(released.table, skip, public)
     if leaks:
         name, what = leaks[0]
         raise _refuse(output, f"column {name!r} would release what look like {what}; the release is refused",

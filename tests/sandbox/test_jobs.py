@@ -284,11 +284,18 @@ def test_the_gate_refuses_output_that_looks_like_raw_ids():
     col = OutputColumn("status", "status", DType.STRING, frozenset({("r", "status")}))
     out = PlannedOutput("flags", manifest.outputs[0].release, (col,), frozenset(),
                         roles={"columns": ("status",), "quasi_identifiers": ()})
-    fields = {("r", "status"): FieldSpec(name="status", kind=Kind.CATEGORY, grade=Grade.L2)}
+    fields = {("r", "status"): FieldSpec(name="status", name_zh="状态", kind=Kind.CATEGORY, grade=Grade.L2)}
     key = b"k" * 32
     smuggled = pa.table({"status": ["正常", "11010519491231002X", "正常"]})
     with pytest.raises(gate.ReleaseRefused, match="resident ID numbers"):
         gate.release(out, smuggled, token_key=key, fields=fields)
+    import numpy as np
+
+    from authops.core.data.identifiers import make_usccs
+
+    uscc = str(make_usccs(np.random.default_rng(1), 1)[0])
+    with pytest.raises(gate.ReleaseRefused, match="unified social credit codes"):
+        gate.release(out, pa.table({"status": ["正常", uscc]}), token_key=key, fields=fields)
     phones = pa.table({"status": ["正常", "tel 13912345678", "正常"]})
     with pytest.raises(gate.ReleaseRefused, match="mobile numbers"):
         gate.release(out, phones, token_key=key, fields=fields)
