@@ -354,3 +354,46 @@ def test_a_partitioned_aggregate_merges_bounded_partials_and_adds_noise_once(ses
 def test_partitions_are_for_aggregate_spec_jobs_only(session, world):
     with pytest.raises(AuthopsError, match="only a spec job whose outputs are all aggregates"):
         jobs.submit_job(session, ws=world["ws"], kind="spec", spec=RECORD_SPEC, partitions=2, actor=ACTOR)
+
+
+@pytest.mark.skipif(_jail_missing() is not None, reason=str(_jail_missing()))
+def test_a_mock_run_shows_the_partner_everything_and_reads_no_real_row(session, db_settings, world, client):
+    from authops.core.data.datasets import read_dataset
+    from authops.core.storage.store import get_object_store
+    from authops.platform.catalog.models import Dataset
+
+    ws = world["ws"]
+    store = get_object_store(db_settings)
+    res = service.get_resource(session, "enterprise_basic_info")
+    real = set(read_dataset(store, session.get(Dataset, res.dataset_id).object_key).column("uscc").to_pylist())
+    mock = set(read_dataset(store, res.mock_object_key).column("uscc").to_pylist())
+    failing = CODE.replace("return {", "raise RuntimeError('debug me: ' + str(df['uscc'].iloc[0]))\n    return {")
+    user = make_user(session, world["partner"], "partner_engineer")
+    session.commit()
+    headers = login(client, user.username)
+    r = client.post(f"/api/v1/sandbox/workspaces/{ws.id}/jobs", headers=headers,
+                    json={"kind": "code", "spec": MANIFEST, "code": failing, "target": "mock"})
+    assert r.status_code == 202, r.text
+    job = _run(db_settings, r.json()["id"])
+    assert job.state == "failed" and "debug me: " in job.error_message  # the traceback, on mock data
+    shown = job.error_message.rsplit("debug me: ", 1)[1][:18]
+    assert shown in mock and shown not in real
+    r = client.post(f"/api/v1/sandbox/workspaces/{ws.id}/jobs", headers=headers,
+                    json={"kind": "code", "spec": MANIFEST, "code": CODE, "target": "mock"})
+    job = _run(db_settings, r.json()["id"])
+    assert job.state == "succeeded", job.error_message
+    view = client.get(f"/api/v1/sandbox/jobs/{job.id}", headers=headers).json()
+    printed = view["console"]["stdout"]
+    assert any(u in printed for u in mock) and not any(u in printed for u in real)
+    out = client.get(f"/api/v1/sandbox/jobs/{job.id}/results/scores", headers=headers).json()
+    assert out["summary"]["mock"] is True
+    assert {row["uscc"] for row in out["pre_release"]} <= mock  # the rows the gate was given
+    assert not {row["uscc"] for row in out["data"]} & (mock | real)  # what the gate let out: tokens
+    assert _left(session, ws.org_id, "enterprise_basic_info") == pytest.approx(3.0)  # nothing charged
+    # a real run shows none of it
+    r = client.post(f"/api/v1/sandbox/workspaces/{ws.id}/jobs", headers=headers,
+                    json={"kind": "code", "spec": MANIFEST, "code": failing})
+    job = _run(db_settings, r.json()["id"])
+    assert job.state == "failed" and "debug me" not in job.error_message
+    view = client.get(f"/api/v1/sandbox/jobs/{job.id}", headers=headers).json()
+    assert view["console"] is None

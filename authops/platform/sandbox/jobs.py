@@ -58,6 +58,7 @@ PARTIAL_KIND = "sandbox.partial"
 MAX_PARTITIONS = 16
 RESULT_TYPE = "application/vnd.apache.parquet"
 MAX_RESULT_ROWS_SHOWN = 10_000
+MOCK_CONSOLE = 16_000  # characters of a mock run's stdout and stderr kept for the partner
 
 
 class JobFailed(AuthopsError):
@@ -141,14 +142,20 @@ def _plan(session: Session, sj: SandboxJob) -> Planned:
 
 def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, Any] | str, code: str | None = None,
                params: dict[str, Any] | None = None, claims: dict[str, list] | None = None,
-               partitions: int = 1, actor: audit_log.Actor, created_by: int | None = None
+               partitions: int = 1, target: str = "real", actor: audit_log.Actor, created_by: int | None = None
                ) -> tuple[SandboxJob, Job]:
     """Check and queue a job; raises OutOfScope, SpecError, ReleaseRefused or BudgetExhausted.
 
     With partitions > 1 (aggregate-only spec jobs), the privacy units are split into that many
     disjoint partitions, each bounded and aggregated by its own `sandbox.partial` job on any
     worker; the main job merges the bounded partials and adds noise once. Dispatch job_ids(sj).
+
+    target="mock" runs on the granted resources' mock datasets (synthetic, never real): nothing
+    is charged, and the partner also gets what the gate was given (the pre-release rows) and,
+    for code, its stdout, stderr and error, which a real run never shows.
     """
+    if target not in ("real", "mock"):
+        raise InvalidInput("target must be 'real' or 'mock'", details={"field": "target"})
     if ws.state != "active":
         raise Conflict(f"workspace {ws.id} is {ws.state}; jobs run only in an active workspace")
     document = spec if isinstance(spec, dict) else _parse(spec)
@@ -185,10 +192,14 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
         raise InvalidInput("only a spec job whose outputs are all aggregates can be split into partitions",
                            details={"field": "partitions"})
     eps, delta, per = planned.charges()
+    if target == "mock":
+        eps, delta, per = 0.0, 0.0, {}
+        if partitions > 1:
+            raise InvalidInput("a mock run is small: run it in one partition", details={"field": "partitions"})
     job = job_service.create_job(session, kind=KIND, params={}, org_id=ws.org_id, created_by=created_by,
                                  max_attempts=3)
     sj = SandboxJob(job_id=job.id, workspace_id=ws.id, org_id=ws.org_id, kind=kind, name=planned.name,
-                    spec=document, code=code, params={"values": params, "claims": claims},
+                    spec=document, code=code, params={"values": params, "claims": claims, "target": target},
                     readers=sorted({ws.org_id, *ws.readers}), epsilon=eps, created_by=actor.name[:64])
     session.add(sj)
     session.flush()
@@ -205,7 +216,7 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
     if eps > 0 or delta > 0:
         budget.reserve(session, job_id=job.id, org_id=ws.org_id, resources=sorted(per), epsilon=eps, delta=delta)
     audit_log.record(session, actor, "sandbox.submit", object_type="job", object_id=job.id,
-                     details={"workspace_id": ws.id, "kind": kind, "name": planned.name,
+                     details={"workspace_id": ws.id, "kind": kind, "name": planned.name, "target": target,
                               "outputs": sorted(planned.outputs), "epsilon_micro": round(eps * MICRO),
                               "code_sha256": hashlib.sha256(code.encode()).hexdigest() if code else None})
     session.flush()
@@ -286,24 +297,37 @@ def _dataset(session: Session, resource: str, version: int) -> Dataset:
     return ds
 
 
+def _mock_key(session: Session, resource: str, version: int) -> str:
+    res = catalog.get_resource(session, resource)
+    if not res.mock_object_key:
+        raise JobFailed(f"{resource} has no mock dataset yet; the providing department publishes it")
+    if res.schema_version != version:
+        raise JobFailed(f"the mock dataset of {resource} follows schema version {res.schema_version}, "
+                        f"not {version}")
+    return res.mock_object_key
+
+
 def _decrypt_inputs(session: Session, settings: Settings, planned: Planned, folder: Path,
-                    project: bool) -> dict[str, Path]:
-    """Each input's dataset decrypted into the folder (0644 for the jail's uid); projected for code."""
+                    project: bool, mock: bool = False) -> dict[str, Path]:
+    """Each input's dataset decrypted into the folder (0644 for the jail's uid); projected for code.
+
+    With mock=True, each resource's mock dataset instead: the real one is not read at all."""
     store = get_object_store(settings)
     paths = {}
     for alias, inp in planned.inputs.items():
-        ds = _dataset(session, inp.resource, inp.version)
+        key = (_mock_key(session, inp.resource, inp.version) if mock
+               else _dataset(session, inp.resource, inp.version).object_key)
         path = folder / f"{alias}.parquet"
         if project:
             full = folder / f".{alias}.full.parquet"
-            store.get_to_file(ds.object_key, full)
+            store.get_to_file(key, full)
             pf = pq.ParquetFile(full)
             with pq.ParquetWriter(path, pa.schema([pf.schema_arrow.field(f) for f in inp.fields])) as w:
                 for batch in pf.iter_batches(columns=list(inp.fields), batch_size=256_000):
                     w.write_batch(batch)
             full.unlink()
         else:
-            store.get_to_file(ds.object_key, path)
+            store.get_to_file(key, path)
         os.chmod(path, 0o644)
         paths[alias] = path
     return paths
@@ -327,14 +351,22 @@ def _run_spec(planned: Planned, inputs: dict[str, Path], params: dict[str, Any],
     return out
 
 
-def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: JobContext) -> dict[str, Path]:
+def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: JobContext,
+              console: dict[str, str] | None = None) -> dict[str, Path]:
+    """Run the partner's code in the jail. `console` (mock runs only) receives its stdout and stderr."""
     from authops.sandbox.jail import JailStatus, run_partner_code
 
     ctx.progress(0.2, "running partner code in the jail")
     with jail_slot() as slot:
         result = run_partner_code(sj.code or "", inputs, sj.params.get("values", {}), slot=slot)
+    if console is not None:
+        console["stdout"] = result.operator_stdout.decode("utf-8", "replace")[-MOCK_CONSOLE:]
+        console["stderr"] = result.operator_stderr.decode("utf-8", "replace")[-MOCK_CONSOLE:]
     if result.status != JailStatus.OK:
-        raise JobFailed(f"partner code {result.status.value}: {result.summary}",
+        tail = ""
+        if console is not None and console["stderr"]:  # mock data: the partner may see its traceback
+            tail = "\n--- stderr (mock run) ---\n" + console["stderr"][-1500:]
+        raise JobFailed(f"partner code {result.status.value}: {result.summary}{tail}",
                         details={"jail": result.partner_view()})
     missing = [n for n in planned.outputs if n not in result.outputs]
     if missing:
@@ -468,9 +500,12 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
     key = token_key(settings, ws.org_id, ws.id)
     claims = sj.params.get("claims", {})
     # Everything slow happens before this job's transaction writes (SQLite: heartbeats must get through).
+    mock = sj.params.get("target") == "mock"
+    console: dict[str, str] | None = {} if mock else None
+    pre_release: dict[str, str] = {}
     with private_folder() as folder:
-        ctx.progress(0.05, "decrypting inputs")
-        inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code")
+        ctx.progress(0.05, "decrypting mock inputs" if mock else "decrypting inputs")
+        inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code", mock=mock)
         n = int(sj.params.get("partitions") or 1)
         if n > 1:
             own = _partials(settings, planned, sj, inputs, folder, 0, n, ctx)
@@ -479,7 +514,12 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
         elif sj.kind == "spec":
             produced = _run_spec(planned, inputs, sj.params.get("values", {}), folder, ctx)
         else:
-            produced = _run_code(planned, sj, inputs, ctx)
+            produced = _run_code(planned, sj, inputs, ctx, console)
+        if mock:  # synthetic rows: what the gate is given may be shown, to debug the job
+            for name, data in produced.items():
+                table = data if isinstance(data, pa.Table) else pq.read_table(data)
+                pre_release[name] = _store_release(settings, job.id, f"{name}.pre-release",
+                                                   table.slice(0, MAX_RESULT_ROWS_SHOWN))
         ctx.progress(0.75, "release gate")
         released: list[gate.Released] = []
         for name, o in planned.outputs.items():
@@ -487,6 +527,9 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
                                          claims=claims.get(name), code=sj.kind == "code"))
     ctx.progress(0.9, "storing releases")
     keys = {r.output: _store_release(settings, job.id, r.output, r.table) for r in released}
+    for r in released:
+        if mock:
+            r.summary = {**r.summary, "mock": True, "pre_release_key": pre_release.get(r.output)}
     # --- one transaction from here: releases, budget, audit and the job's success commit together
     actor = audit_log.Actor(kind="system", name=f"job {job.id}", org_id=sj.org_id)
     spent: dict[str, tuple[float, float]] = {}
@@ -495,17 +538,22 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
         session.add(SandboxRelease(job_id=job.id, sandbox_job_id=sj.id, output=r.output, policy=r.policy,
                                    rows=r.table.num_rows, columns=r.table.column_names, object_key=keys[r.output],
                                    readers=list(sj.readers), summary=_jsonable(r.summary)))
-        if r.policy == "aggregate":
+        if r.policy == "aggregate" and not mock:
             for resource in sorted({ref[0] for ref in o.influences | {s for c in o.columns for s in c.sources}}):
                 e, d = spent.get(resource, (0.0, 0.0))
                 spent[resource] = (e + r.epsilon, d + r.delta)
         audit_log.record(session, actor, "sandbox.release", object_type="job", object_id=job.id,
                          details={"output": r.output, "policy": r.policy, "rows": r.table.num_rows,
                                   "epsilon_micro": round(r.epsilon * MICRO)})
-    budget.commit(session, job.id, spent=_capped(session, job.id, spent))
+    if not mock:
+        budget.commit(session, job.id, spent=_capped(session, job.id, spent))
     session.flush()
-    return {"outputs": {r.output: {"policy": r.policy, "rows": r.table.num_rows,
-                                   "epsilon": r.epsilon, "delta": r.delta} for r in released}}
+    result: dict[str, Any] = {"target": "mock" if mock else "real",
+                              "outputs": {r.output: {"policy": r.policy, "rows": r.table.num_rows,
+                                                     "epsilon": r.epsilon, "delta": r.delta} for r in released}}
+    if console is not None:
+        result["console"] = console
+    return result
 
 
 def _capped(session: Session, job_id: int, spent: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
@@ -571,3 +619,11 @@ def read_release(session: Session, settings: Settings, job_id: int, output: str,
         raise NotFound(f"job {job_id} has released no output {output!r} to you")
     table = pq.read_table(io.BytesIO(get_object_store(settings).get(rel.object_key)))
     return rel, table.slice(0, limit)
+
+
+def read_pre_release(settings: Settings, rel: SandboxRelease, *, limit: int = MAX_RESULT_ROWS_SHOWN) -> pa.Table | None:
+    """For a mock run only: the rows the gate was given (synthetic), to debug the job."""
+    key = rel.summary.get("pre_release_key") if rel.summary.get("mock") else None
+    if not key:
+        return None
+    return pq.read_table(io.BytesIO(get_object_store(settings).get(key))).slice(0, limit)

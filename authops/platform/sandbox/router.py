@@ -51,6 +51,8 @@ class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     claims: dict[str, list[str | int]] = Field(default_factory=dict,
                                                description="per verify/model output: the subjects to answer for")
+    target: Literal["real", "mock"] = Field(default="real", description="mock: run on the mock datasets, "
+                                            "see the pre-release rows and the code's output; nothing is charged")
     partitions: int = Field(default=1, ge=1, le=16, description="split an aggregate job's privacy units into "
                             "this many partitions, bounded on any workers and merged before noise")
 
@@ -66,12 +68,15 @@ class BudgetIn(BaseModel):
 
 def _job_view(session, sj, job) -> dict[str, Any]:
     rels = sandbox_jobs.releases(session, job.id)
+    console = (job.result or {}).get("console") if sj.params.get("target") == "mock" else None
     return {"id": job.id, "workspace_id": sj.workspace_id, "kind": sj.kind, "name": sj.name, "state": job.state,
+            "target": sj.params.get("target", "real"), "console": console,
             "stage": job.message, "progress": job.progress, "error_code": job.error_code,
             "error_message": job.error_message, "attempts": job.attempts, "epsilon_reserved": sj.epsilon,
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
             "releases": [{"output": r.output, "policy": r.policy, "rows": r.rows, "columns": r.columns,
-                          "summary": r.summary} for r in rels]}
+                          "summary": {k: v for k, v in r.summary.items() if k != "pre_release_key"}}
+                         for r in rels]}
 
 
 @router.get("/spec-schema")
@@ -134,7 +139,7 @@ def submit_job(workspace_id: ObjectId, body: JobIn, session: SessionDep, setting
     ws = ws_service.get_workspace(session, workspace_id, org_id=principal.org_id)
     sj, job = sandbox_jobs.submit_job(session, ws=ws, kind=body.kind, spec=body.spec, code=body.code,
                                       params=body.params, claims=body.claims, partitions=body.partitions,
-                                      actor=actor_of(principal), created_by=principal.user_id)
+                                      target=body.target, actor=actor_of(principal), created_by=principal.user_id)
     background.add_task(job_service.dispatch_pending, settings, job_ids=sandbox_jobs.job_ids(sj))
     return _job_view(session, sj, job)
 
@@ -164,10 +169,17 @@ def get_result(job_id: ObjectId, output: str, session: SessionDep, settings: Set
                                            limit=rows)
     audit_log.record(session, actor_of(principal), "sandbox.download", object_type="job", object_id=job_id,
                      rows=table.num_rows, details={"output": output})
-    data = [{k: (v.isoformat() if isinstance(v, (date, datetime)) else v) for k, v in r.items()}
+    out = {"job_id": job_id, "output": output, "policy": rel.policy, "rows": rel.rows, "columns": rel.columns,
+           "summary": {k: v for k, v in rel.summary.items() if k != "pre_release_key"}, "data": _rows(table)}
+    pre = sandbox_jobs.read_pre_release(settings, rel, limit=rows)
+    if pre is not None:  # a mock run: synthetic rows, shown to debug the job
+        out["pre_release"] = _rows(pre)
+    return out
+
+
+def _rows(table) -> list[dict[str, Any]]:
+    return [{k: (v.isoformat() if isinstance(v, (date, datetime)) else v) for k, v in r.items()}
             for r in table.to_pylist()]
-    return {"job_id": job_id, "output": output, "policy": rel.policy, "rows": rel.rows, "columns": rel.columns,
-            "summary": rel.summary, "data": data}
 
 
 # --- budgets ---------------------------------------------------------------------------------------
