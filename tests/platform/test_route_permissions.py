@@ -188,6 +188,103 @@ def _schema_body(w, org):
 CSV_UPLOAD = "id_number,name\n11010519491231002X,张三丰\n".encode()
 
 
+# --- sandbox: per provider a loaded resource with a mock; per partner a workspace granting it, a
+# budget and a queued job; per organisation (home and away, every kind) a released job it may read.
+# ("code" | "ws" | "job", partner id) -> resource code, workspace id, a queued job's id;
+# ("done", any org id) -> a succeeded job whose release names that organisation as a reader.
+_sandbox: dict[tuple[str, int], object] = {}
+OUTPUT = "rows"
+
+
+def _partner_for(w, org):
+    """The partner whose workspace a caller of `org`'s kind points at: its own, else home/away's partner."""
+    if OrgKind(org.kind) == OrgKind.PARTNER:
+        return org
+    return w.away[OrgKind.PARTNER] if org.id == w.away[OrgKind(org.kind)].id else w.home[OrgKind.PARTNER]
+
+
+def _record_spec(code: str) -> dict:
+    return {"spec_version": 1, "name": "matrix_rows", "params": {},
+            "inputs": [{"resource": code, "version": 1, "fields": ["id_number", "sex"]}],
+            "outputs": [{"name": OUTPUT, "release": {"policy": "record", "columns": ["id_number", "sex"], "k": 2}}]}
+
+
+def _submit(session, ws_id: int) -> int:
+    from authops.platform.sandbox import jobs as sandbox_jobs
+    from authops.sandbox.models import Workspace
+    from tests.support.catalog import ACTOR
+
+    ws = session.get(Workspace, ws_id)
+    _, job = sandbox_jobs.submit_job(session, ws=ws, kind="spec", spec=_record_spec(_sandbox[("code", ws.org_id)]),
+                                     actor=ACTOR)
+    session.commit()
+    return job.id
+
+
+def _sandbox_world(session, w, org):
+    """Built once per world: everything the sandbox routes read (idempotent)."""
+    if _sandbox:
+        return
+    from authops.core.data import datasets as ds_store
+    from authops.core.settings import get_settings
+    from authops.core.storage.store import get_object_store
+    from authops.platform.catalog import flows, ingest
+    from authops.platform.catalog.models import Dataset
+    from authops.platform.sandbox import workspace as ws_service
+    from authops.policies import budget
+    from tests.support.catalog import ACTOR, make_resource, person_rows
+
+    settings = get_settings()
+    store = get_object_store(settings)
+    for side in (w.home, w.away):
+        provider, partner = side[OrgKind.PROVIDER], side[OrgKind.PARTNER]
+        res = make_resource(session, provider)
+        run = ingest.new_run(session, res, path="bulk", mode="replace", actor=ACTOR)
+        run = ingest.load(session, store, res, person_rows(), run=run, actor=ACTOR)
+        assert run.state == "succeeded", run.message
+        session.commit()
+        loaded = ds_store.read_dataset(store, session.get(Dataset, res.dataset_id).object_key)
+        flows.store_mocks(settings, [(res.code, loaded)], actor=ACTOR)
+        # The workspace's releases are readable by every organisation on its side (home or away).
+        ws = ws_service.create_workspace(session, org_id=partner.id, name="matrix lab",
+                                         grants=[{"resource": res.code}], actor=ACTOR,
+                                         readers=[o.id for o in side.values()])
+        budget.set_budget(session, org_id=partner.id, resource_code=res.code, epsilon=5.0, actor=ACTOR)
+        session.commit()
+        _sandbox[("code", partner.id)] = res.code
+        _sandbox[("ws", partner.id)] = ws.id
+        _sandbox[("job", partner.id)] = _submit(session, ws.id)
+        done = _submit(session, ws.id)
+        outcome = job_service.run_job(settings, done, worker="t")
+        assert outcome == "succeeded", outcome
+        for o in side.values():
+            _sandbox[("done", o.id)] = done
+    session.expire_all()
+
+
+def _fresh_sandbox_job(session, w, org):
+    _sandbox_world(session, w, org)
+    partner = _partner_for(w, org)
+    _sandbox[("job", partner.id)] = _submit(session, _sandbox[("ws", partner.id)])
+
+
+def _ws(w, org):
+    return {"workspace_id": _sandbox[("ws", _partner_for(w, org).id)]}
+
+
+def _ws_code(w, org):
+    return _sandbox[("code", _partner_for(w, org).id)]
+
+
+def _sjob(w, org):
+    return {"job_id": _sandbox[("job", _partner_for(w, org).id)]}
+
+
+def _open_workspace_body(w, org):
+    partner = w.home[OrgKind.PARTNER]
+    return {"org_id": partner.id, "name": f"lab {next(_n)}", "grants": [{"resource": _ws_code(w, partner)}]}
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/catalog/resources"): Case(),
     ("GET", "/api/v1/catalog/resources/{code}"): Case(prepare=_resource, params=_res, cross_org="catalog.read"),
@@ -213,6 +310,26 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/catalog/resources/{code}/sources"): Case(prepare=_resource, params=_res),
     ("POST", "/api/v1/catalog/resources/{code}/sources/{source_id}/run"): Case(prepare=_resource,
                                                                                params=_cat("source_id")),
+    ("GET", "/api/v1/sandbox/spec-schema"): Case(),
+    ("POST", "/api/v1/sandbox/workspaces"): Case(prepare=_sandbox_world, body=_open_workspace_body),
+    ("PATCH", "/api/v1/sandbox/workspaces/{workspace_id}"): Case(
+        prepare=_sandbox_world, params=_ws, cross_org="workspace.manage", body=lambda w, org: {"state": "active"}),
+    ("GET", "/api/v1/sandbox/workspaces"): Case(),
+    ("GET", "/api/v1/sandbox/workspaces/{workspace_id}"): Case(prepare=_sandbox_world, params=_ws),
+    ("GET", "/api/v1/sandbox/workspaces/{workspace_id}/mock/{resource}"): Case(
+        prepare=_sandbox_world, params=lambda w, org: {**_ws(w, org), "resource": _ws_code(w, org)}),
+    ("POST", "/api/v1/sandbox/workspaces/{workspace_id}/jobs"): Case(
+        prepare=_sandbox_world, params=_ws,
+        body=lambda w, org: {"kind": "spec", "spec": _record_spec(_ws_code(w, org))}),
+    ("GET", "/api/v1/sandbox/jobs/{job_id}"): Case(prepare=_sandbox_world, params=_sjob),
+    ("POST", "/api/v1/sandbox/jobs/{job_id}/cancel"): Case(prepare=_fresh_sandbox_job, params=_sjob),
+    ("GET", "/api/v1/sandbox/jobs/{job_id}/results/{output}"): Case(
+        prepare=_sandbox_world, params=lambda w, org: {"job_id": _sandbox[("done", org.id)], "output": OUTPUT}),
+    ("PUT", "/api/v1/sandbox/budgets"): Case(prepare=_sandbox_world, body=lambda w, org: {
+        "org_id": w.home[OrgKind.PARTNER].id, "resource": _ws_code(w, w.home[OrgKind.PARTNER]), "epsilon": 6.0}),
+    ("GET", "/api/v1/sandbox/budgets"): Case(),
+    ("GET", "/api/v1/sandbox/orgs/{org_id}/budgets"): Case(
+        params=lambda w, org: {"org_id": _partner_for(w, org).id}, cross_org="budget.manage"),
     ("POST", "/api/v1/auth/logout"): Case(last=True),
     ("GET", "/api/v1/me"): Case(),
     ("GET", "/api/v1/permissions"): Case(),
@@ -296,6 +413,7 @@ def _call(client, method, path, params, body, headers, query=None, files=None):
 
 def test_route_by_role_matrix(client, session, db_settings):
     _catalog.clear()
+    _sandbox.clear()
     world = build_world(session)
     tokens = {role: login(client, user.username) for role, user in world.actor.items()}
     routes = sorted(_protected_routes(), key=lambda r: CASES[(r[0], r[1])].last)
