@@ -167,8 +167,8 @@ def _aggregate(output: PlannedOutput, source, spec) -> Released:
 
     if isinstance(source, (list, tuple)) and source and all(isinstance(p, Partial) for p in source):
         rel = merge_and_release(list(source), spec)  # noise is added once, to the merged sums
-    elif isinstance(source, (str, Path)):
-        rel = release_aggregate(source, spec)
+    elif isinstance(source, (str, Path)) or type(source).__name__ == "LazyFrame":
+        rel = release_aggregate(source, spec)  # a lazy plan streams straight into the bounding
     else:
         raise TypeError("aggregate outputs are released from a Parquet file of their rows or from partials")
     summary = rel.summary()

@@ -397,3 +397,20 @@ def test_a_mock_run_shows_the_partner_everything_and_reads_no_real_row(session, 
     assert job.state == "failed" and "debug me" not in job.error_message
     view = client.get(f"/api/v1/sandbox/jobs/{job.id}", headers=headers).json()
     assert view["console"] is None
+
+
+def test_budgets_are_set_for_partners_on_real_resources(session, client, world):
+    from authops.core.identity import OrgKind as K
+
+    admin = make_user(session, make_org(session, K.BUREAU), "bureau_admin")
+    customer = make_org(session, K.CUSTOMER)
+    session.commit()
+    headers = login(client, admin.username)
+    body = {"org_id": world["partner"].id, "resource": "enterprise_tax", "epsilon": 4.0}
+    r = client.put("/api/v1/sandbox/budgets", headers=headers, json=body)
+    assert r.status_code == 200 and r.json()[0]["epsilon_cap"] == 4.0
+    for bad, field in (({"org_id": 999999}, "org_id"), ({"org_id": customer.id}, "org_id"),
+                       ({"resource": "nope"}, "resource")):
+        r = client.put("/api/v1/sandbox/budgets", headers=headers, json={**body, **bad})
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, r.text
+    assert client.get("/api/v1/sandbox/orgs/999999/budgets", headers=headers).status_code == 404

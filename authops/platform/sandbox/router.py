@@ -13,9 +13,12 @@ from fastapi import APIRouter, BackgroundTasks, Query
 from pydantic import BaseModel, Field
 
 from authops.audit import log as audit_log
-from authops.core.identity import Principal
+from authops.core.errors import InvalidInput, NotFound
+from authops.core.identity import OrgKind, Principal
 from authops.core.jobs import service as job_service
+from authops.platform.catalog import service as catalog_service
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
+from authops.platform.identity.models import Organisation
 from authops.policies import budget
 from authops.platform.sandbox import jobs as sandbox_jobs
 from authops.platform.sandbox import workspace as ws_service
@@ -186,6 +189,12 @@ def _rows(table) -> list[dict[str, Any]]:
 @router.put("/budgets")
 def set_budget(body: BudgetIn, session: SessionDep, principal: Annotated[Principal, require("budget.manage")]):
     """Set or raise a partner's privacy budget on a resource, for a year or its lifetime."""
+    _partner(session, body.org_id, "org_id")
+    try:
+        catalog_service.get_resource(session, body.resource)
+    except NotFound:
+        raise InvalidInput(f"resource: no data resource with code {body.resource!r}",
+                           details={"field": "resource"}) from None
     budget.set_budget(session, org_id=body.org_id, resource_code=body.resource, epsilon=body.epsilon,
                       delta=body.delta, period=body.period or None, actor=actor_of(principal), note=body.note)
     return budget.balances(session, body.org_id, body.resource)
@@ -201,4 +210,16 @@ def my_budgets(session: SessionDep, principal: Annotated[Principal, require("san
 @router.get("/orgs/{org_id}/budgets")
 def org_budgets(org_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("budget.manage")],
                 resource: str | None = None):
+    """A partner's budgets (the bureau's view)."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise NotFound(f"organisation {org_id} not found")
     return budget.balances(session, org_id, resource)
+
+
+def _partner(session, org_id: int, field: str) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None or org.kind != OrgKind.PARTNER:
+        raise InvalidInput(f"{field}: organisation {org_id} is not a partner; privacy budgets are set for partners",
+                           details={"field": field})
+    return org

@@ -32,6 +32,7 @@ class OutOfScope(Forbidden):
 def create_workspace(session: Session, *, org_id: int, name: str, grants: Iterable[dict[str, Any]],
                      scenario: str = "", approval_ref: str = "", readers: Iterable[int] = (),
                      actor: audit_log.Actor) -> Workspace:
+    readers = list(readers)
     """Open a workspace for a partner with its grants: [{resource, fields: [...] | ["*"], share_modes}]."""
     org = session.get(Organisation, org_id)
     if org is None or org.kind != OrgKind.PARTNER.value:
@@ -39,6 +40,9 @@ def create_workspace(session: Session, *, org_id: int, name: str, grants: Iterab
                            details={"field": "org_id"})
     if not name.strip():
         raise InvalidInput("name the workspace", details={"field": "name"})
+    unknown = [r for r in readers if session.get(Organisation, int(r)) is None]
+    if unknown:
+        raise InvalidInput(f"readers: no organisation {unknown[0]}", details={"field": "readers"})
     ws = Workspace(org_id=org_id, name=name.strip()[:200], scenario=scenario[:500],
                    approval_ref=approval_ref[:100], readers=sorted({int(r) for r in readers} - {org_id}),
                    created_by=actor.name[:64])

@@ -49,7 +49,7 @@ _PARTITION_SEED = 0xA17_0B5
 UNIT, PART = "_unit", "_part"
 N = "_n"  # bounded row count of a cell (or of a cell's bin)
 BIN = "_bin"
-Source = str | Path | Sequence[str | Path]
+Source = str | Path | Sequence[str | Path] | pl.LazyFrame  # Parquet file(s), or a lazy plan over them
 
 
 def unit_partition(unit_column: str, partitions: int) -> pl.Expr:
@@ -91,8 +91,9 @@ def _columns(spec: AggregateSpec) -> list[str]:
 
 def read_rows(source: Source, spec: AggregateSpec, partitions: int = 1) -> pl.DataFrame:
     """`UNIT` (the unit id's 64-bit hash, computed in the scan) and the columns the spec needs,
-    via `scan_parquet` with projection pushed down; with partitions > 1 also `PART`."""
-    lf = pl.scan_parquet(_paths(source))
+    via `scan_parquet` with projection pushed down; with partitions > 1 also `PART`. A LazyFrame
+    (e.g. a job spec's output plan) is read the same way, without materializing it first."""
+    lf = source if isinstance(source, pl.LazyFrame) else pl.scan_parquet(_paths(source))
     schema = lf.collect_schema()
     cols = _columns(spec)
     missing = [c for c in [spec.unit_column, *cols] if c not in schema]

@@ -267,6 +267,8 @@ def release_aggregate(source: Source, spec: AggregateSpec, *, partitioned: bool 
     file, not the whole dataset.
     """
     spec.validate()
+    if isinstance(source, pl.LazyFrame):
+        return merge_and_release([partial_aggregate(source, spec)], spec)
     files = [source] if isinstance(source, (str, Path)) else list(source)
     if partitioned and len(files) > 1:
         partials = [partial_aggregate(f, spec, partition=(i, len(files))) for i, f in enumerate(files)]
