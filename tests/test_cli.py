@@ -77,6 +77,9 @@ def test_demo_tells_the_story(tmp_path):
     assert "-> 403" in out and "-> 404" in out
     assert "gets 401" in out and "account locked" in out
     assert "ran on a Celery worker: succeeded" in out
+    # the sandbox chapter: a DP release, then the three refusals with their reasons
+    assert "released vat_by_industry (aggregate" in out and "budget left:" in out
+    assert "403 out_of_scope" in out and "422 release_refused" in out and "409 budget_exhausted" in out
 
 
 def test_audit_export_and_offline_verify(tmp_path):

@@ -77,7 +77,12 @@ def run_checks(settings: Settings, password: str, say: Callable[..., None]) -> N
 
         catalog_story.run(settings, client, password, say)
         say("")
-        say("6. After the year: the auditor verifies the log offline", bold=True)
+        say("6. Sandbox: a partner computes on data it never sees", bold=True)
+        from authops.demo import sandbox_story
+
+        sandbox_story.run(settings, client, password, say)
+        say("")
+        say("7. After the year: the auditor verifies the log offline", bold=True)
         auditor_verifies(settings, say)
 
 

@@ -74,7 +74,7 @@ def _job_view(session, sj, job) -> dict[str, Any]:
     console = (job.result or {}).get("console") if sj.params.get("target") == "mock" else None
     return {"id": job.id, "workspace_id": sj.workspace_id, "kind": sj.kind, "name": sj.name, "state": job.state,
             "target": sj.params.get("target", "real"), "console": console,
-            "stage": job.message, "progress": job.progress, "error_code": job.error_code,
+            "stage": "done" if job.state == "succeeded" else job.message, "progress": job.progress, "error_code": job.error_code,
             "error_message": job.error_message, "attempts": job.attempts, "epsilon_reserved": sj.epsilon,
             "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
             "releases": [{"output": r.output, "policy": r.policy, "rows": r.rows, "columns": r.columns,

@@ -229,6 +229,9 @@ def _assemble(spec, cells, noisy_n, values, histograms, scales, spent, delta, th
             v = noisy_n
         elif meas.kind == "sum":
             v = values[sums[(meas.column, *meas.clamp)]]
+            lower, upper = meas.clamp
+            # post-processing: a sum of values clamped to [lower, upper] has the sign they share
+            v = np.maximum(v, 0) if lower >= 0 else (np.minimum(v, 0) if upper <= 0 else v)
         elif meas.kind == "mean":
             v = values[sums[(meas.column, *meas.clamp)]] / np.maximum(noisy_n, 1)
             v = np.clip(v, *meas.clamp)  # post-processing: a mean of clamped values lies in the clamp range
