@@ -140,6 +140,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.job_time_limit_seconds,
+        "task_time_limit": settings.job_time_limit_seconds + 60,
         # Slow jobs are the lease's business; a short visibility timeout would only make
         # Redis redeliver long-running jobs' messages (harmless but noisy).
         "broker_transport_options": {"visibility_timeout": 6 * 3600},

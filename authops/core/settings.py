@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     job_lease_seconds: int = 60
     job_redispatch_seconds: int = 30
     job_max_attempts: int = 5
+    # A job running longer is stopped (soft limit: it fails with time_limit; the hard limit,
+    # a minute later, kills its process and the lease brings it back).
+    job_time_limit_seconds: int = 3600
     maintenance_interval_seconds: float = 2.0
 
     # Where requests come from, for the audit log and anomaly rules: "name=cidr,cidr;name=cidr".

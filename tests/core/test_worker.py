@@ -21,7 +21,7 @@ from tests.support.services import RABBITMQ_URL, REDIS_URL, need_rabbitmq, need_
 from tests.support.workers import pool_children, running_worker, tail
 
 # Redis database numbers reserved for these tests (flushed before use).
-REDIS_DB_BASIC, REDIS_DB_KILL = 13, 14
+REDIS_DB_BASIC, REDIS_DB_KILL, REDIS_DB_LIMIT = 13, 14, 12
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -161,3 +161,19 @@ def test_killed_pool_processes_lose_no_job_and_finish_each_once(db_settings: Set
     assert all(o.count("succeeded") == 1 and set(o) <= {"succeeded", "lost"} for o in outcomes.values()), \
         {job_id: o for job_id, o in outcomes.items() if o.count("succeeded") != 1}
     assert rerun >= 1, "no kill hit a running job"
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
+def test_a_job_over_its_time_limit_is_stopped_with_a_clear_error(db_settings: Settings, monkeypatch) -> None:
+    settings = _use(monkeypatch, broker_url=_fresh_redis(REDIS_DB_LIMIT), maintenance_interval_seconds="0.5",
+                    job_time_limit_seconds="2")
+    with running_worker({}, concurrency=1) as worker:
+        slow = _submit(settings, 1, seconds=30, steps=30)
+        quick = _submit(settings, 1, seconds=0.2, steps=1)
+        states = _wait_done(settings, slow + quick, 40, [worker])
+    assert states == {slow[0]: "failed", quick[0]: "succeeded"}
+    with core_db.session_scope(settings) as session:
+        job = session.get(Job, slow[0])
+        assert job.error_code == "time_limit" and "limit of 2 s" in job.error_message
+        assert job.attempts == 1  # not retried: the limit is the job's, not the worker's fault

@@ -206,7 +206,10 @@ def fail(session: Session, job_id: int, lease_token: str, error: BaseException) 
     Returns the new state, or None if the lease was no longer ours.
     """
     transient = isinstance(error, _transient_types())
-    if isinstance(error, AuthopsError):
+    if type(error).__name__ == "SoftTimeLimitExceeded":  # Celery's soft time limit
+        transient, code = False, "time_limit"
+        message = f"the job ran longer than its limit of {get_settings().job_time_limit_seconds} s and was stopped"
+    elif isinstance(error, AuthopsError):
         code, message = error.code, error.message  # our messages never carry data values
     else:
         # Foreign exception text may quote data; keep only the type (the log has the rest).
