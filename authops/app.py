@@ -22,6 +22,8 @@ from authops.platform.jobs.router import router as jobs_router
 from authops.platform.supervision.router import router as supervision_router
 from authops.platform.catalog.router import router as catalog_router
 from authops.platform.sandbox.router import router as sandbox_router
+from authops.platform.governance.router import public_router as governance_public_router
+from authops.platform.governance.router import router as governance_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
 
 log = logging.getLogger("authops.api")
@@ -38,6 +40,8 @@ PUBLIC_ROUTES: set[tuple[str, str]] = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
+# Governance's public pages (the disclosure, objections during publicity) are public by design.
+PUBLIC_ROUTES |= {(m, f"{API_PREFIX}{r.path}") for r in governance_public_router.routes for m in r.methods}
 
 
 def _error(status: int, code: str, message: str, details=None) -> JSONResponse:
@@ -157,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router, prefix=API_PREFIX)
     app.include_router(catalog_router, prefix=API_PREFIX)
     app.include_router(sandbox_router, prefix=API_PREFIX)
+    app.include_router(governance_router, prefix=API_PREFIX)
+    app.include_router(governance_public_router, prefix=API_PREFIX)
     return app
 
 

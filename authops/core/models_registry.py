@@ -11,6 +11,7 @@ MODEL_MODULES = [
     "authops.platform.catalog.models",
     "authops.policies.budget_models",
     "authops.sandbox.models",
+    "authops.platform.governance.models",
 ]
 
 

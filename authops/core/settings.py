@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     # A job running longer is stopped (soft limit: it fails with time_limit; the hard limit,
     # a minute later, kills its process and the lease brings it back).
     job_time_limit_seconds: int = 3600
+    # governance (BRIEF.md sections 1-6): review deadlines in working days, committee rules
+    review_provider_working_days: int = 10
+    review_expert_working_days: int = 10
+    review_bureau_working_days: int = 10
+    committee_quorum: int = 3  # expert votes needed before the committee decides
+    committee_majority: float = 0.5  # share of approvals that must be exceeded
+    publicity_working_days: int = 7
+    operator_ban_years: int = 5  # the plan says 5 in one place and 3 in another
     maintenance_interval_seconds: float = 2.0
 
     # Where requests come from, for the audit log and anomaly rules: "name=cidr,cidr;name=cidr".

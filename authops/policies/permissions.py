@@ -50,6 +50,16 @@ ACTIONS: dict[str, Action] = {a.name: a for a in [
     _a("catalog.read", "catalogue", "查看数据目录", "Read the data catalogue"),
     _a("catalog.register", "catalogue", "登记数据资源", "Register data resources"),
     _a("data.ingest", "catalogue", "汇聚和更新数据", "Load and update data"),
+    _a("todo.read", "governance", "查看待办和通知", "Read own to-do list and notifications"),
+    _a("webhook.manage", "governance", "管理通知回调", "Manage notification webhooks"),
+    _a("operator.apply", "governance", "申请授权运营、续期和退出", "Apply for, renew or exit the operator authorization"),
+    _a("authorization.manage", "governance", "遴选、公示、授权、续期和退出管理",
+       "Run operator selection, publicity, authorization, renewal and exit", cross_org=True),
+    _a("partner.recruit", "governance", "招募生态合伙人", "Recruit partners and review their applications",
+       cross_org=True),
+    _a("partner.apply", "governance", "申请成为合伙人", "Apply to become a partner"),
+    _a("tool.apply", "governance", "申请部署自有工具", "Apply to deploy an own tool"),
+    _a("consent.submit", "governance", "提交个人授权", "Submit subjects' consent records"),
     _a("scenario.submit", "governance", "提交场景申请", "Submit scenario applications"),
     _a("review.provider", "governance", "数源部门初审", "First-level (provider) review"),
     _a("review.expert", "governance", "专家评审", "Expert review"),
@@ -58,7 +68,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in [
     _a("workspace.manage", "sandbox", "开通和停用沙箱工作区", "Open, scope and suspend sandbox workspaces",
        cross_org=True),
     _a("budget.manage", "sandbox", "设定和提高隐私预算", "Set and raise privacy budgets", cross_org=True),
-    _a("product.register", "products", "登记数据产品", "Register data products"),
+    _a("product.submit", "products", "提交产品登记和安全自评", "Submit a product for registration with its self-review"),
+    _a("product.register", "products", "审核登记数据产品", "Check and register data products", cross_org=True),
     _a("product.call", "products", "调用数据产品", "Call data products"),
     _a("agreement.sign", "governance", "签订使用协议", "Sign usage agreements"),
     _a("price.cap.set", "billing", "设定价格上限和最高准许收入", "Set price caps and maximum revenue", cross_org=True),
@@ -78,8 +89,8 @@ ACTIONS: dict[str, Action] = {a.name: a for a in [
     _a("disclosure.publish", "audit", "信息公开", "Publish disclosures", cross_org=True),
 ]}
 
-_BASE = ("self.read", "org.read")
-_ADMIN = _BASE + ("user.read", "user.manage", "apikey.manage", "job.read", "audit.read")
+_BASE = ("self.read", "org.read", "todo.read")
+_ADMIN = _BASE + ("user.read", "user.manage", "apikey.manage", "job.read", "audit.read", "webhook.manage")
 
 
 def _r(name: str, kind: OrgKind, zh: str, en: str, *actions: str) -> Role:
@@ -91,7 +102,7 @@ ROLES: dict[str, Role] = {r.name: r for r in [
        "org.read_all", "org.manage", "system.read", "catalog.read", "review.final",
        "price.cap.set", "audit.read_all", "anomaly.review", "assessment.manage",
        "disclosure.publish", "billing.read", "anomaly.configure", "incident.read", "incident.record",
-       "audit.verify", "workspace.manage", "budget.manage"),
+       "audit.verify", "workspace.manage", "budget.manage", "authorization.manage", "agreement.sign"),
     _r("bureau_reviewer", OrgKind.BUREAU, "数据局审核员", "Bureau reviewer", *_BASE,
        "org.read_all", "catalog.read", "review.final", "anomaly.review", "audit.read",
        "audit.read_all", "job.read", "incident.read", "incident.record", "workspace.manage"),
@@ -107,17 +118,18 @@ ROLES: dict[str, Role] = {r.name: r for r in [
        "review.expert"),
     _r("operator_admin", OrgKind.OPERATOR, "运营机构管理员", "Operator administrator", *_ADMIN,
        "catalog.read", "product.register", "price.set", "agreement.sign", "billing.read",
-       "settlement.manage", "job.submit"),
+       "settlement.manage", "job.submit", "operator.apply", "partner.recruit", "tool.apply"),
     _r("operator_staff", OrgKind.OPERATOR, "运营机构人员", "Operator staff", *_BASE,
        "catalog.read", "product.register", "agreement.sign", "billing.read", "job.read"),
     _r("partner_admin", OrgKind.PARTNER, "合伙人管理员", "Partner administrator", *_ADMIN,
-       "catalog.read", "scenario.submit", "sandbox.use", "job.submit"),
+       "catalog.read", "scenario.submit", "sandbox.use", "job.submit", "partner.apply", "product.submit",
+       "tool.apply", "agreement.sign"),
     _r("partner_engineer", OrgKind.PARTNER, "合伙人数据工程师", "Partner data engineer", *_BASE,
        "catalog.read", "sandbox.use", "job.submit", "job.read"),
     _r("customer_admin", OrgKind.CUSTOMER, "用户单位管理员", "Customer administrator", *_ADMIN,
-       "catalog.read", "agreement.sign", "product.call", "billing.read"),
+       "catalog.read", "agreement.sign", "product.call", "billing.read", "consent.submit"),
     _r("customer_integrator", OrgKind.CUSTOMER, "用户单位集成工程师", "Customer integration engineer",
-       *_BASE, "product.call", "billing.read"),
+       *_BASE, "product.call", "billing.read", "consent.submit"),
     _r("auditor", OrgKind.AUDITOR, "第三方审计", "Third-party auditor", *_BASE, "org.read_all",
        "audit.read", "audit.read_all", "audit.verify"),
 ]}

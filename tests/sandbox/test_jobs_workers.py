@@ -331,9 +331,6 @@ def test_a_worker_killed_during_a_code_job_runs_it_again_and_it_releases_once(se
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: private_folder() removes the decrypted inputs in a `finally`, which a SIGKILLed worker never "
-    "runs, and nothing sweeps /dev/shm/authops-job-* afterwards; remove this marker once fixed"))
 @pytest.mark.parametrize("db_settings", ["sqlite"], indirect=True)  # a host matter: one database is enough
 def test_a_worker_killed_during_a_job_leaves_no_decrypted_inputs_on_the_host(session, lab):
     run = _kill_mid_code_job(session, lab)

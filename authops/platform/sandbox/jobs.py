@@ -19,9 +19,11 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ from authops.sandbox.spec.errors import SpecError
 from authops.sandbox.spec.execute import lazy_outputs
 from authops.sandbox.spec.plan import PlannedInput, PlannedOutput
 from authops.sandbox.spec.scope import POLICY_SHARE_MODES
+
+_logger = logging.getLogger(__name__)
 
 KIND = "sandbox.run"
 PARTIAL_KIND = "sandbox.partial"
@@ -246,16 +250,60 @@ def token_key(settings: Settings, org_id: int, workspace_id: int) -> bytes:
     return tokens.token_key(master, org_id, workspace_id)
 
 
+def _private_base() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def sweep_private_folders(prefix: str = "authops-job-", grace_seconds: float = 300.0) -> list[Path]:
+    """Remove private folders whose owner died (SIGKILL, power cut) without its `finally` running.
+
+    Each live folder holds an flock on its `.owner` file for as long as its job runs; the kernel
+    drops the lock with the process. A folder whose lock we can take, or one older than the
+    grace period that never got an owner file, is plaintext nobody will ever clean: remove it.
+    """
+    base = Path(_private_base() or tempfile.gettempdir())
+    removed: list[Path] = []
+    for folder in base.glob(prefix + "*"):
+        try:
+            if not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = folder / ".owner"
+            if owner.exists():
+                with open(owner, "a+") as fh:
+                    try:
+                        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live job
+                    shutil.rmtree(folder, ignore_errors=True)
+            elif time.time() - folder.stat().st_mtime > grace_seconds:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                continue
+        except FileNotFoundError:
+            continue  # its owner finished while we looked
+        removed.append(folder)
+    if removed:
+        _logger.warning("removed %d private folder(s) left by a worker that died mid-job", len(removed))
+    return removed
+
+
 @contextlib.contextmanager
 def private_folder(prefix: str = "authops-job-") -> Iterator[Path]:
-    """A 0700 folder on tmpfs (RAM, never the disk) for plaintext inputs and outputs; always removed."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A 0700 folder on tmpfs (RAM, never the disk) for plaintext inputs and outputs; always removed.
+
+    If this process is killed the `finally` never runs; the folder's `.owner` lock dies with it
+    and the next job on the host sweeps the folder (see sweep_private_folders).
+    """
+    sweep_private_folders(prefix)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=_private_base()))
+    owner = open(folder / ".owner", "a+")  # noqa: SIM115 - closed below
     try:
+        fcntl.flock(owner, fcntl.LOCK_EX)
         os.chmod(folder, 0o700)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        owner.close()
 
 
 @contextlib.contextmanager
