@@ -6,6 +6,8 @@ generated matrix always covers the whole API.
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Callable
@@ -23,52 +25,9 @@ from authops.platform.identity.models import ApiKey, Organisation, User
 from authops.policies import enforcer as authz
 from authops.policies import permissions
 from tests.support.builders import login, make_org, make_user
+from tests.support.matrix import Case, Params, World, build_world  # noqa: F401 - re-exported
 
 _n = count(1)
-
-
-@dataclass
-class World:
-    home: dict[OrgKind, Organisation] = field(default_factory=dict)
-    away: dict[OrgKind, Organisation] = field(default_factory=dict)
-    actor: dict[str, User] = field(default_factory=dict)  # role -> user in home org of its kind
-    victim: dict[int, User] = field(default_factory=dict)  # org id -> a second user
-    key: dict[int, int] = field(default_factory=dict)  # org id -> api key id
-    job: dict[int, int] = field(default_factory=dict)  # org id -> job id
-
-
-def build_world(session: Session) -> World:
-    w = World()
-    for kind in OrgKind:
-        w.home[kind], w.away[kind] = make_org(session, kind), make_org(session, kind)
-        for role in permissions.roles_for_kind(kind):
-            w.actor[role.name] = make_user(session, w.home[kind], role.name)
-        for org in (w.home[kind], w.away[kind]):
-            w.victim[org.id] = make_user(session, org)
-            key = ApiKey(org_id=org.id, name="k", prefix=f"{next(_n):012d}", secret_hash="0" * 64,
-                         scopes=["self.read"], expires_at=utcnow())
-            session.add(key)
-            session.flush()
-            w.key[org.id] = key.id
-            w.job[org.id] = job_service.create_job(session, kind="system.echo", params={}, org_id=org.id).id
-    session.commit()
-    return w
-
-
-Params = Callable[[World, Organisation], dict]
-
-
-@dataclass
-class Case:
-    params: Params = lambda w, org: {}
-    body: Callable[[World, Organisation], dict | None] = lambda w, org: None
-    # Restore state a previous allowed call consumed.
-    prepare: Callable[[Session, World, Organisation], None] | None = None
-    last: bool = False
-    # A role holding this cross-organisation action may legitimately reach foreign objects.
-    cross_org: str | None = None
-    query: Callable[[World, Organisation], dict] = lambda w, org: {}
-    files: Callable[[World, Organisation], dict] | None = None
 
 
 def _org(w, org):
@@ -388,6 +347,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/audit/proofs/consistency"): Case(prepare=lambda s, w, o: _checkpoint(s),
                                                        query=lambda w, o: _sizes()),
 }
+
+
+# Per-area case modules (tests/platform/<area>/matrix_*.py) each export CASES.
+for _name in ("tests.platform.governance.matrix_operator", "tests.platform.governance.matrix_scenarios",
+              "tests.platform.governance.matrix_products", "tests.platform.governance.matrix_common"):
+    try:
+        CASES.update(importlib.import_module(_name).CASES)
+    except ModuleNotFoundError as _e:  # an area not built yet
+        if _e.name != _name:
+            raise
 
 
 def _protected_routes():

@@ -172,7 +172,20 @@ def _history(session: Session, case: Case, who: audit_log.Actor, action: str, be
                      details={"number": case.number, "before": before or None, "after": after,
                               "round": case.round, "reason_sha256": _digest(reason) if reason else None,
                               **{k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}})
+    session.flush()
+    _notify(session, case, row)
     return row
+
+
+def _notify(session: Session, case: Case, row: CaseTransition) -> None:
+    """Tell the organisations that must act now, and the applicant, in the same transaction."""
+    try:
+        from authops.platform.governance import notifications
+    except ModuleNotFoundError as e:  # notifications not built yet
+        if e.name != "authops.platform.governance.notifications":
+            raise
+        return
+    notifications.on_transition(session, case, row)
 
 
 def _digest(text: str) -> str:
