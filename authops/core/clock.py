@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
+_offset = timedelta(0)
+
+
 def utcnow() -> datetime:
     """Naive UTC (what SQLite and our columns store); every stored datetime is UTC."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(timezone.utc).replace(tzinfo=None) + _offset
+
+
+def travel(delta: timedelta) -> None:
+    """Move this process's clock forward (the demo's "seven working days later"; tests).
+
+    Forward only, so the audit log's times stay in order. Production never calls it.
+    """
+    global _offset
+    if delta < timedelta(0):
+        raise ValueError("the clock only moves forward")
+    _offset += delta
+
+
+@contextlib.contextmanager
+def travelled(delta: timedelta) -> Iterator[None]:
+    """Tests: the clock moved forward by `delta` inside the block, back after it."""
+    global _offset
+    saved = _offset
+    travel(delta)
+    try:
+        yield
+    finally:
+        _offset = saved
 
 
 def as_utc(dt: datetime) -> datetime:

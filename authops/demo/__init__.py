@@ -57,7 +57,11 @@ def cast() -> list[CastMember]:
                    (("ops-admin", "运营 张伟", ("operator_admin",)),
                     ("ops-staff", "运营 刘洋", ("operator_staff",)))),
         CastMember(OrgKind.EXPERT, "experts", "公共数据授权运营专家委员会", "Expert committee",
-                   (("expert-1", "专家 孙教授", ("expert",)), ("expert-2", "专家 吴研究员", ("expert",)))),
+                   (("expert-1", "专家 孙教授", ("expert",)), ("expert-2", "专家 吴研究员", ("expert",)),
+                    ("expert-3", "专家 周律师", ("expert",)))),
+        # A second candidate in the operator selection; it scores lower and is not authorized.
+        CastMember(OrgKind.OPERATOR, "szcloud", "苏州云数科技有限公司", "Suzhou CloudData Tech Co., Ltd.",
+                   (("szcloud-admin", "候选 蒋涛", ("operator_admin",)),)),
         CastMember(OrgKind.PARTNER, "finrisk", "苏州金融风控科技有限公司", "Suzhou FinRisk Tech Co., Ltd.",
                    (("finrisk-admin", "合伙人 赵强", ("partner_admin",)),
                     ("finrisk-eng", "工程师 钱多", ("partner_engineer",)))),
