@@ -40,8 +40,6 @@ PUBLIC_ROUTES: set[tuple[str, str]] = {
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
 }
-# Governance's public pages (the disclosure, objections during publicity) are public by design.
-PUBLIC_ROUTES |= {(m, f"{API_PREFIX}{r.path}") for r in governance_public_router.routes for m in r.methods}
 
 
 def _error(status: int, code: str, message: str, details=None) -> JSONResponse:
@@ -178,6 +176,11 @@ def iter_routes(routes, prefix: str = ""):
         elif isinstance(route, (APIRoute, Route)):
             for method in sorted((route.methods or set()) - {"HEAD"}):
                 yield method, prefix + route.path, route
+
+
+# Governance's public pages (the disclosure, objections during publicity) are public by design.
+# (Walked with iter_routes: included routers appear as FastAPI's wrapper, which has no .methods.)
+PUBLIC_ROUTES |= {(m, f"{API_PREFIX}{p}") for m, p, _ in iter_routes(governance_public_router.routes)}
 
 
 def route_permission(route) -> str | None:

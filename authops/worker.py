@@ -23,6 +23,7 @@ from authops.core.jobs.models import Job
 from authops.core.models_registry import import_all_models
 from authops.core.settings import Settings, get_settings
 from authops.platform.catalog import tasks as catalog_tasks
+from authops.platform.governance import maintenance as governance_maintenance
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class _Maintenance(threading.Thread):
             try:
                 counts = service.maintain(self.settings)
                 counts["pulls_scheduled"] = catalog_tasks.schedule_due(self.settings)
+                counts.update(governance_maintenance.run_due(self.settings))
                 if any(counts.values()):
                     log.info("maintenance: %s", counts)
                 if time.monotonic() - last_checkpoint >= self.settings.audit_checkpoint_seconds:

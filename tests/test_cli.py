@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,14 @@ def test_demo_tells_the_story(tmp_path):
     # the sandbox chapter: a DP release, then the three refusals with their reasons
     assert "released vat_by_industry (aggregate" in out and "budget left:" in out
     assert "403 out_of_scope" in out and "422 release_refused" in out and "409 budget_exhausted" in out
+    # the governance chapter: publicity by working days, three-level review, registration, consent revoked
+    assert "publicity: 7 working days by the Chinese calendar" in out and "409 publicity_running" in out
+    assert "skipping two levels -> 409 illegal_transition" in out
+    assert "-> returned (2 of 3 votes)" in out and "resubmits -> expert_review, round 2" in out
+    assert re.search(r"bureau-reviewer files it -> registered, registration number SZDP-\d{4}-0001", out)
+    assert "(no agreement) -> refused, no_active_agreement" in out
+    assert re.search(r"next call-check about \S+ -> refused, no_consent: no valid consent: the subject's "
+                     r"consent \d+ was revoked", out)
 
 
 def test_audit_export_and_offline_verify(tmp_path):

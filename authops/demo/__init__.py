@@ -32,6 +32,14 @@ class CastMember:
     name_zh: str
     name_en: str
     users: tuple[tuple[str, str, tuple[str, ...]], ...]  # (username, display name, roles)
+    uscc: str | None = None  # unified social credit code (the operator selection checks it)
+
+
+def _uscc(body: str) -> str:
+    """A synthetic but well-formed USCC: the 17-character body and its check character."""
+    from authops.core.data.identifiers import uscc_check_char
+
+    return body + uscc_check_char(body)
 
 
 def provider_departments() -> list[tuple[str, str]]:
@@ -55,13 +63,13 @@ def cast() -> list[CastMember]:
                    (("cac-officer", "网信办 李娜", ("supervisor",)),)),
         CastMember(OrgKind.OPERATOR, "szdataops", "苏州数据运营有限公司", "Suzhou Data Operations Co., Ltd.",
                    (("ops-admin", "运营 张伟", ("operator_admin",)),
-                    ("ops-staff", "运营 刘洋", ("operator_staff",)))),
+                    ("ops-staff", "运营 刘洋", ("operator_staff",))), _uscc("91320505661234567")),
         CastMember(OrgKind.EXPERT, "experts", "公共数据授权运营专家委员会", "Expert committee",
                    (("expert-1", "专家 孙教授", ("expert",)), ("expert-2", "专家 吴研究员", ("expert",)),
                     ("expert-3", "专家 周律师", ("expert",)))),
         # A second candidate in the operator selection; it scores lower and is not authorized.
         CastMember(OrgKind.OPERATOR, "szcloud", "苏州云数科技有限公司", "Suzhou CloudData Tech Co., Ltd.",
-                   (("szcloud-admin", "候选 蒋涛", ("operator_admin",)),)),
+                   (("szcloud-admin", "候选 蒋涛", ("operator_admin",)),), _uscc("91320594723456781")),
         CastMember(OrgKind.PARTNER, "finrisk", "苏州金融风控科技有限公司", "Suzhou FinRisk Tech Co., Ltd.",
                    (("finrisk-admin", "合伙人 赵强", ("partner_admin",)),
                     ("finrisk-eng", "工程师 钱多", ("partner_engineer",)))),
@@ -109,7 +117,7 @@ def run(data_dir: Path) -> None:
     with db.session_scope(settings) as session:
         for m in members:
             org = identity_service.create_org(session, kind=m.kind, code=m.code, name_zh=m.name_zh,
-                                              name_en=m.name_en)
+                                              name_en=m.name_en, uscc=m.uscc)
             for username, display, roles in m.users:
                 identity_service.create_user(session, org=org, username=username, display_name=display,
                                              password=DEMO_PASSWORD, roles=list(roles))

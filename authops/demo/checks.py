@@ -82,7 +82,12 @@ def run_checks(settings: Settings, password: str, say: Callable[..., None]) -> N
 
         sandbox_story.run(settings, client, password, say)
         say("")
-        say("7. After the year: the auditor verifies the log offline", bold=True)
+        say("7. Governance: operator selection to a consented call", bold=True)
+        from authops.demo import governance_story
+
+        governance_story.run(settings, client, password, say)
+        say("")
+        say("8. After the year: the auditor verifies the log offline", bold=True)
         auditor_verifies(settings, say)
 
 

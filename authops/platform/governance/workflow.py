@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, func, select
 
 from authops.audit import log as audit_log
@@ -135,9 +137,9 @@ def _actor(actor: audit_log.Actor | Principal | None) -> audit_log.Actor:
     return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
 
 
-def _number(session: Session, m: Machine, at: datetime) -> str:
-    n = session.exec(select(func.count()).select_from(Case).where(Case.kind == m.kind)).one() + 1
-    return f"{m.prefix}-{at.year}-{n:05d}"
+def _number(m: Machine, at: datetime, case_id: int) -> str:
+    """Unique by construction (the row id), so two filings at once never collide."""
+    return f"{m.prefix}-{at.year}-{case_id:05d}"
 
 
 def open_case(session: Session, *, kind: str, applicant_org_id: int, title: str, payload: dict[str, Any],
@@ -150,12 +152,14 @@ def open_case(session: Session, *, kind: str, applicant_org_id: int, title: str,
     if not title.strip():
         raise InvalidInput("give the application a title", details={"field": "title"})
     now = utcnow()
-    case = Case(kind=kind, number=_number(session, m, now), state=m.initial, applicant_org_id=applicant_org_id,
+    case = Case(kind=kind, number=f"{m.prefix}-pending-{uuid.uuid4().hex[:16]}", state=m.initial, applicant_org_id=applicant_org_id,
                 call_id=call_id, parent_case_id=parent_case_id, title=title.strip()[:300], payload=payload,
                 facts=dict(facts or {}), awaiting_orgs=sorted(set(awaiting_orgs)), due_at=due_at,
                 created_by=who.name[:64], created_at=now, updated_at=now)
     session.add(case)
     session.flush()
+    case.number = _number(m, now, int(case.id))  # type: ignore[arg-type]
+    session.add(case)
     _history(session, case, who, "submit", "", m.initial, reason, {"title": case.title})
     return case
 
@@ -168,10 +172,10 @@ def _history(session: Session, case: Case, who: audit_log.Actor, action: str, be
                          actor_kind=who.kind, actor_id=who.id, actor_name=who.name[:100], actor_org_id=who.org_id,
                          reason=reason, data=data, at=utcnow())
     session.add(row)
+    extra = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}
     audit_log.record(session, who, f"gov.{case.kind}.{action}", object_type=case.kind, object_id=case.id,
-                     details={"number": case.number, "before": before or None, "after": after,
-                              "round": case.round, "reason_sha256": _digest(reason) if reason else None,
-                              **{k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))}})
+                     details={**extra, "number": case.number, "before": before or None, "after": after,
+                              "round": case.round, "reason_sha256": _digest(reason) if reason else None})
     session.flush()
     _notify(session, case, row)
     return row
@@ -226,6 +230,13 @@ def transition(session: Session, case: Case, action: str, *, actor: audit_log.Ac
     if after not in m.states:
         raise ValueError(f"{case.kind}: unknown state {after}")
     before = case.state
+    # Compare-and-set on the stored state: of two reviewers acting at once, the second finds the
+    # case moved on (PostgreSQL holds the row lock until commit; SQLite serialises writers).
+    moved = session.execute(update(Case).where(Case.id == case.id, Case.state == before)
+                            .values(state=after).execution_options(synchronize_session=False))
+    if moved.rowcount != 1:
+        raise Conflict(f"{case.number} was changed by someone else meanwhile; reload it and try again",
+                       code="case_changed")
     case.state = after
     case.updated_at = utcnow()
     if awaiting_orgs is not None:
@@ -252,6 +263,8 @@ def record_review(session: Session, case: Case, *, stage: str, actor: audit_log.
         raise InvalidInput("decision must be approve, reject or return", details={"field": "decision"})
     if decision in ("reject", "return") and not reasons.strip():
         raise InvalidInput(f"{decision} needs written reasons", details={"field": "reasons"})
+    if decision == "score" and score is None:
+        raise InvalidInput("give a score from 0 to 100", details={"field": "score"})
     if score is not None and not 0 <= score <= 100:
         raise InvalidInput("score must be between 0 and 100", details={"field": "score"})
     user_id = who.id if who.kind == "user" and who.id else 0

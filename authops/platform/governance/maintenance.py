@@ -1,0 +1,26 @@
+"""Governance housekeeping the workers' maintenance loop runs: deliver the outbox every pass;
+once a minute flag overdue reviews, expire agreements past their term and add reminders."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from authops.core import db as core_db
+from authops.core.settings import Settings
+from authops.platform.governance import agreements, notifications, outbox, scenarios
+
+SWEEP_SECONDS = 60.0
+_last_sweep = 0.0
+
+
+def run_due(settings: Settings, *, force: bool = False) -> dict[str, Any]:
+    global _last_sweep
+    counts: dict[str, Any] = {f"outbox_{k}": v for k, v in outbox.deliver_due(settings).items()}
+    if force or time.monotonic() - _last_sweep >= SWEEP_SECONDS:
+        _last_sweep = time.monotonic()
+        with core_db.session_scope(settings) as session:
+            counts["reviews_overdue"] = len(scenarios.flag_overdue(session) or [])
+            counts["agreements_expired"] = len(agreements.sweep_expired(session) or [])
+        counts.update({f"reminders_{k}": v for k, v in notifications.flag_due_now(settings).items()})
+    return counts
