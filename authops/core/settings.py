@@ -74,6 +74,21 @@ class Settings(BaseSettings):
     publicity_working_days: int = 7
     operator_ban_years: int = 5  # the plan says 5 in one place and 3 in another
     maintenance_interval_seconds: float = 2.0
+    # Personal consent: the identity providers whose subject certificates bind a subject's Ed25519
+    # key to its ID (e.g. the city's real-name authentication app). One or more PEM public keys
+    # (Ed25519), inline or as the path of a PEM file. Empty in development: a demo identity
+    # provider key pair is generated under data_dir/keys/ (said so in the log); empty in
+    # production: no consent can be recorded.
+    consent_issuers: str = ""
+    consent_max_validity_days: int = 366  # never beyond the usage agreement's end either
+    consent_backdate_seconds: int = 600  # how far in the past valid_from may lie (clock skew)
+    # Objections to an operator application under publicity (the public route)
+    objection_max_chars: int = 2000
+    objection_contact_max_chars: int = 100
+    objection_max_open: int = 20  # open objections per application
+    objection_per_ip_per_day: int = 3  # per application, per source address, per day
+    # Webhooks may not point into the platform's own networks unless this is on (tests, labs)
+    webhook_allow_private_hosts: bool = False
 
     # Where requests come from, for the audit log and anomaly rules: "name=cidr,cidr;name=cidr".
     regions: str = "local=127.0.0.0/8,::1/128;intranet=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"

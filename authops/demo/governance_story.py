@@ -413,21 +413,35 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
     say(f"   scb-dev's call-check about enterprise {ent_a} -> refused, {c['code']}: {c['reason']}",
         fg="green" if not c["allowed"] else "red")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from authops.platform.governance import consent as consent_mod
 
     key = Ed25519PrivateKey.generate()
-    public_key = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    # The identity provider's side (outside the platform; here the embedded demo issuer): after checking
+    # the enterprise's real-name authentication it certifies that this key is the enterprise's.
+    certificate = consent_mod.issue_subject_certificate(
+        consent_mod.demo_issuer_key(settings), subject_id=ent_a, subject_kind="enterprise",
+        public_key=key.public_key(), valid_until=utcnow() + timedelta(days=365))
     consent_terms = {"product_id": p["id"], "subject_id": ent_a, "subject_kind": "enterprise", "purpose": PURPOSE,
-                     "scope": ["has_tax_violation"],
+                     "scope": ["has_tax_violation"], "subject_certificate": certificate,
                      "valid_from": utcnow().replace(microsecond=0).isoformat(),
                      "valid_until": (utcnow() + timedelta(days=180)).replace(microsecond=0).isoformat()}
+    forged_key = Ed25519PrivateKey.generate()  # a key scb-dev made itself, "certified" by nobody trusted
+    forged_cert = consent_mod.issue_subject_certificate(
+        Ed25519PrivateKey.generate(), subject_id=ent_a, subject_kind="enterprise",
+        public_key=forged_key.public_key(), valid_until=utcnow() + timedelta(days=365))
+    forged = client.post(f"{GOV}/consents/text", headers=who("scb-dev"),
+                         json={**consent_terms, "subject_certificate": forged_cert})
+    say(f"   scb-dev tries its own key for the enterprise -> refused, {_refusal(forged)}",
+        fg="green" if forged.status_code == 422 else "red")
     text = _json(client.post(f"{GOV}/consents/text", headers=who("scb-dev"), json=consent_terms))
     signature = base64.b64encode(key.sign(text["text"].encode())).decode()
     consent = _json(client.post(f"{GOV}/consents", headers=who("scb-dev"), json={
-        **consent_terms, "public_key": public_key, "signature": signature}))
-    say(f"   the enterprise signs the consent text with its Ed25519 key; scb-dev records it -> consent "
-        f"{consent['id']} {consent['state']} until {consent['valid_until_local']}, kept under the pseudonym "
-        f"{_short(consent['subject_key'])} (never the USCC)", **ok)
+        **consent_terms, "signature": signature}))
+    say(f"   the identity provider certifies the enterprise's Ed25519 key (demo issuer "
+        f"{consent['subject_certificate']['issuer']}); the enterprise signs the consent text with it; scb-dev "
+        f"records it -> consent {consent['id']} {consent['state']} until {consent['valid_until_local']}, kept under "
+        f"the pseudonym {_short(consent['subject_key'])} (never the USCC)", **ok)
     c = check("scb-dev", ent_a)
     say(f"   scb-dev's call-check about {ent_a} -> allowed under {c.get('agreement')} and consent "
         f"{c.get('consent_id')}", fg="green" if c["allowed"] else "red")

@@ -16,6 +16,16 @@ DestructionCertificate: a canonical JSON body listing every object key with the 
 had before destruction, signed with the platform's Ed25519 signing key (the audit checkpoint key).
 :func:`verify_certificate` is the bureau's acceptance: the signature must verify and every listed
 object must really be gone or unreadable; only then is `verified_at` recorded.
+
+What the signature proves, and what it does not: it is the *platform's* signature (the key that
+signs the audit checkpoints), so it shows the certificate was issued by this platform and not
+altered since. It is not the bureau's independent evidence that the data is gone; that comes from
+the bureau's verification, which re-reads every listed object from the store itself (a key record
+left, a ciphertext that still decrypts, or a listed object still readable fails it). The
+certificate says so in its body (`signature_note`).
+
+Destruction is irreversible, so :func:`destroy_operation` needs an explicit confirmation: the
+caller repeats the agreement's number (`confirm`), as typed by the person who decided it.
 """
 
 from __future__ import annotations
@@ -98,12 +108,22 @@ def get_certificate(session: Session, cert_id: int) -> DestructionCertificate:
     return cert
 
 
+SIGNATURE_NOTE = ("signed by the platform's own signing key (the audit checkpoint key): proves this platform "
+                  "issued it unaltered, not that the data is gone; the bureau's verification re-reads every "
+                  "listed object from the store independently")
+
+
+class ConfirmationRequired(InvalidInput):
+    code = "confirmation_required"
+
+
 def destroy_operation(session: Session, store: ObjectStore, agreement: Agreement, *,
                       actor: audit_log.Actor | Principal, settings: Settings, returned: str,
-                      now: datetime | None = None) -> DestructionCertificate:
+                      confirm: str | None = None, now: datetime | None = None) -> DestructionCertificate:
     """Destroy every object of the exited operator's operation and issue the signed certificate.
 
-    `returned` says how the raw data was returned (to whom, when, by what means)."""
+    `returned` says how the raw data was returned (to whom, when, by what means). `confirm` must be
+    the agreement's number: destruction cannot be undone, so it is never done by a stray request."""
     who = _who(actor)
     now = now or utcnow()
     today = workdays.shanghai_date(now)
@@ -127,6 +147,10 @@ def destroy_operation(session: Session, store: ObjectStore, agreement: Agreement
     if done is not None:
         raise Conflict(f"{agreement.number} already has destruction certificate {done.number}",
                        code="already_destroyed", details={"certificate": done.number})
+    if (confirm or "").strip() != agreement.number:
+        raise ConfirmationRequired(f"destruction cannot be undone: confirm it by sending the agreement's number "
+                                   f"({agreement.number}) as confirm", details={"field": "confirm",
+                                                                                "expected": agreement.number})
     org = session.get(Organisation, agreement.party_b_org_id)
     due = exit_on + timedelta(days=DESTRUCTION_DAYS)
     listed: list[dict[str, Any]] = []
@@ -156,6 +180,7 @@ def destroy_operation(session: Session, store: ObjectStore, agreement: Agreement
         "raw_data_returned": returned,
         "method": "crypto-shredding: each object's wrapped data key (its key record) deleted, then its ciphertext",
         "prefixes": list(OPERATION_PREFIXES), "objects": listed, "count": len(listed),
+        "signature_note": SIGNATURE_NOTE,
     })
     key = load_signing_keys(settings)[0]
     cert = DestructionCertificate(number=number, agreement_id=agreement.id, operator_org_id=agreement.party_b_org_id,  # type: ignore[arg-type]

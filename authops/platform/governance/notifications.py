@@ -95,7 +95,8 @@ def on_transition(session: Session, case: Case, row: CaseTransition) -> list[Not
         # re-announce the case to organisations already told about this stage.
         if not changed and _notified_since(session, org_id, case, AWAITING, since):
             continue
-        due = f", due {_when(case.due_at)}" if case.due_at else ""
+        note = workdays.estimate_note(case.due_at)
+        due = (f", due {_when(case.due_at)}" + (f" ({note})" if note else "")) if case.due_at else ""
         if org_id == case.applicant_org_id:
             title = f"{_label(case)} is {case.state} and awaits your action{due}"
         else:
@@ -190,9 +191,11 @@ def todo(session: Session, principal: Principal | audit_log.Actor, now: datetime
             allowed = workflow.machine(c.kind).allowed(c.state)
         except Exception:  # a kind whose module is not installed: still listed
             allowed = []
+        note = workdays.estimate_note(c.due_at)
         cases.append({"id": c.id, "kind": c.kind, "number": c.number, "title": c.title, "state": c.state,
                       "round": c.round, "applicant_org_id": c.applicant_org_id, "due_at": c.due_at,
-                      "due_at_local": show(c.due_at), "overdue": workflow.overdue(c, now),
+                      "due_at_local": show(c.due_at) + (f" ({note})" if note else ""),
+                      "due_at_estimated": note is not None, "overdue": workflow.overdue(c, now),
                       "allowed_actions": allowed})
     cases.sort(key=lambda c: (not c["overdue"], c["due_at"] or datetime.max))
 

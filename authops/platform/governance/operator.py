@@ -27,6 +27,7 @@ recruitment, product registration, usage agreements).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ from sqlmodel import Session, func, select
 from authops.audit import log as audit_log
 from authops.core.clock import show, utcnow
 from authops.core.data.identifiers import is_uscc
-from authops.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from authops.core.errors import AuthopsError, Conflict, Forbidden, InvalidInput, NotFound
 from authops.core.identity import OrgKind, Principal
 from authops.core.settings import Settings, get_settings
 from authops.platform.governance import agreements, workdays, workflow
@@ -556,29 +557,72 @@ def public_case(session: Session, case_id: int) -> Case:
     return case
 
 
+class TooManyObjections(Conflict):
+    code = "too_many_objections"
+
+
+class ObjectionRateLimited(AuthopsError):
+    status_code = 429
+    code = "rate_limited"
+
+
+def _source_key(ip: str | None, settings: Settings) -> str:
+    """A keyed digest of the objector's address: enough to count per address, nothing to read it back."""
+    key = hashlib.sha256(settings.secret_key.get_secret_value().encode() + b"|governance/objection-source").digest()
+    return hmac.new(key, (ip or "unknown").encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def file_objection(session: Session, case: Case, *, text: str, contact: str, actor: ActorLike | None = None,
-                   now: datetime | None = None) -> dict[str, Any]:
-    """Anyone files an objection during the publicity period (text + contact)."""
+                   now: datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Anyone files an objection during the publicity period (text + contact). Limits (settings): the text
+    is at most objection_max_chars, the contact objection_contact_max_chars; an application takes at most
+    objection_max_open open objections at a time (409 too_many_objections); one source address files at
+    most objection_per_ip_per_day objections on one application in 24 hours (429 rate_limited)."""
+    settings = settings or get_settings()
     now = _now(now)
     who = _who(actor) if actor is not None else audit_log.Actor(kind="anonymous", name="public")
     text = _require_text(text, "text", "the objection's text")
     contact = _require_text(contact, "contact", "a contact (phone or e-mail) for the reply")
     if len(text) < 10:
         raise InvalidInput("say what the objection is about (at least 10 characters)", details={"field": "text"})
+    if len(text) > settings.objection_max_chars:
+        raise InvalidInput(f"an objection is at most {settings.objection_max_chars} characters (this one has "
+                           f"{len(text)}); attach nothing, say it briefly: the bureau will contact you",
+                           details={"field": "text", "limit": settings.objection_max_chars})
+    if len(contact) > settings.objection_contact_max_chars:
+        raise InvalidInput(f"the contact is at most {settings.objection_contact_max_chars} characters: a phone "
+                           "number or an e-mail address", details={"field": "contact",
+                                                                     "limit": settings.objection_contact_max_chars})
     workflow.machine(case.kind).step(case.state, "object", number=case.number)
     ends = _parse(case.facts["publicity"]["ends_at"])
     if now > ends:
         raise Expired(f"the publicity period of {case.number} ended on {show(ends)} (Asia/Shanghai); "
                       "objections are no longer taken", details={"ends_local": show(ends)})
     objections = [dict(o) for o in case.facts.get("objections", [])]
+    still_open = [o for o in objections if o.get("state") == "open"]
+    if len(still_open) >= settings.objection_max_open:
+        raise TooManyObjections(f"{case.number} already has {len(still_open)} open objections, the limit "
+                                f"(objection_max_open = {settings.objection_max_open}); the bureau resolves them "
+                                "before taking more: try again later", details={"limit": settings.objection_max_open})
+    source = _source_key(who.ip, settings)
+    since = now - timedelta(hours=24)
+    recent = [t for t in workflow.history(session, case) if t.action == "object" and t.at >= since
+              and (t.data.get("private") or {}).get("source") == source]
+    if len(recent) >= settings.objection_per_ip_per_day:
+        raise ObjectionRateLimited(f"your address already filed {len(recent)} objections on {case.number} in the "
+                                   f"last 24 hours, the limit (objection_per_ip_per_day = "
+                                   f"{settings.objection_per_ip_per_day}); try again tomorrow",
+                                   details={"limit": settings.objection_per_ip_per_day})
     n = len(objections) + 1
     digest = hashlib.sha256(text.encode()).hexdigest()
-    objections.append({"n": n, "text": text[:4000], "filed_at": _iso(now),
+    objections.append({"n": n, "text": text, "filed_at": _iso(now),
                        "state": "open", "resolution": "", "resolved_by": "", "resolved_at": None})
-    # The objector's contact is kept only on the history row, nested so that it never reaches the audit
-    # event or the case views others see; the bureau reads it (case_view(bureau=True)).
-    workflow.transition(session, case, "object", actor=who, reason=text[:4000],
-                        data={"objection": n, "text_sha256": digest, "private": {"contact": contact[:200]}},
+    # The objector's contact (and a keyed digest of its address, for the per-address limit) is kept only on
+    # the history row, nested so that it never reaches the audit event or the case views others see; the
+    # bureau reads the contact (case_view(bureau=True)).
+    workflow.transition(session, case, "object", actor=who, reason=text,
+                        data={"objection": n, "text_sha256": digest,
+                              "private": {"contact": contact, "source": source}},
                         facts={"objections": objections})
     return {"case": case.number, "objection": n, "state": "open",
             "publicity_ends_local": case.facts["publicity"]["ends_local"]}
@@ -880,9 +924,11 @@ def vetoes(session: Session, operator_org_id: int, agreement: Agreement) -> list
     if incidents:
         out.append(f"major_security_incident: {len(incidents)} during the term ("
                    + "; ".join(f"{_occurred(f)} {f.summary}" for f in incidents) + ")")
-    unq = [f for f in facts if f.kind == "assessment_unqualified"]
-    if len(unq) >= 2:
-        out.append(f"assessment_unqualified: {len(unq)} in total (years {', '.join(str(f.year) for f in unq)})")
+    # Two unqualified assessments means two assessed years: a result recorded twice for one year is one.
+    unq_years = sorted({f.year for f in facts if f.kind == "assessment_unqualified"})
+    if len(unq_years) >= 2:
+        out.append(f"assessment_unqualified: {len(unq_years)} years in total "
+                   f"(years {', '.join(map(str, unq_years))})")
     transfers = [f for f in facts if f.kind == "unapproved_transfer"]
     if transfers:
         out.append("unapproved_transfer: " + "; ".join(f"{_occurred(f)} {f.summary}" for f in transfers))

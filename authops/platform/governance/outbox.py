@@ -12,6 +12,11 @@ active user of the organisation with an address, a webhook message for each acti
 - a webhook is a JSON POST whose X-Authops-Signature header is the HMAC-SHA256 (hex) of the
   exact body under the webhook's secret. The secret is shown once when the webhook is made and
   stored sealed (AES-256-GCM under a key derived from settings.secret_key); it is never logged;
+- a webhook's host must resolve to public addresses only: loopback, private, link-local,
+  multicast, reserved and other non-global addresses are refused when the webhook is made and again
+  at every delivery (the connection is pinned to the address checked, so a changed DNS answer
+  cannot redirect it); production mode also requires https. `webhook_allow_private_hosts` (default
+  off) lifts the address rule for labs and tests;
 - an email goes to the SMTP server in AUTHOPS_SMTP_HOST / AUTHOPS_SMTP_PORT (default 25) from
   AUTHOPS_SMTP_FROM; with no server configured (the embedded default) it is written as an
   .eml file under <data dir>/outbox/, one file per outbox row;
@@ -24,11 +29,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import secrets
 import smtplib
+import socket
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,7 +52,7 @@ from authops.core.clock import show, utcnow
 from authops.core.db import session_scope
 from authops.core.errors import InvalidInput, NotFound
 from authops.core.identity import Principal
-from authops.core.settings import Settings
+from authops.core.settings import Mode, Settings
 from authops.platform.governance.models import Notification, Outbox, Webhook
 from authops.platform.identity.models import User
 
@@ -87,7 +94,54 @@ def open_secret(settings: Settings, webhook: Webhook) -> bytes:
                                what=f"webhook {webhook.id} secret")
 
 
-def check_url(url: str) -> str:
+class UnsafeWebhookHost(InvalidInput):
+    code = "webhook_host_refused"
+
+
+class UnresolvableWebhookHost(InvalidInput):
+    code = "webhook_host_unresolvable"
+
+
+def _refused_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for what, hit in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                      ("multicast", ip.is_multicast), ("private", ip.is_private), ("reserved", ip.is_reserved),
+                      ("unspecified", ip.is_unspecified), ("not globally routable", not ip.is_global)):
+        if hit:
+            return what
+    return None
+
+
+def resolve_host(host: str, port: int, settings: Settings) -> list[str]:
+    """The addresses `host` resolves to, all of them public (loopback, private, link-local, multicast,
+    reserved and other non-global addresses are refused unless settings.webhook_allow_private_hosts)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError) as e:
+        raise UnresolvableWebhookHost(f"webhook host {host!r} does not resolve ({e}); give a public address",
+                                details={"field": "url"}) from None
+    addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
+    if not settings.webhook_allow_private_hosts:
+        for a in addresses:
+            why = _refused_reason(ipaddress.ip_address(a.split("%")[0]))
+            if why:
+                raise UnsafeWebhookHost(f"webhook host {host!r} resolves to {a}, a {why} address: webhooks go to "
+                                        "public addresses only (the platform's own networks are off limits)",
+                                        details={"field": "url"})
+    return addresses
+
+
+def _port(parts: Any) -> int:
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidInput("webhook url has an invalid port", details={"field": "url"}) from None
+
+
+def check_url(url: str, settings: Settings | None = None) -> str:
+    """Validate a webhook address; with settings also resolve its host and refuse non-public addresses,
+    and (production mode) anything but https."""
     url = (url or "").strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -98,13 +152,20 @@ def check_url(url: str) -> str:
                            "with the secret instead", details={"field": "url"})
     if len(url) > 500:
         raise InvalidInput("webhook url is longer than 500 characters", details={"field": "url"})
+    port = _port(parts)
+    if settings is not None:
+        if settings.mode is Mode.PRODUCTION and parts.scheme != "https":
+            raise InvalidInput("webhook url must be https:// in production (the messages are signed, not "
+                               "encrypted)", details={"field": "url"})
+        resolve_host(parts.hostname, port, settings)
     return url
 
 
 def create_webhook(session: Session, settings: Settings, *, org_id: int, url: str,
                    actor: audit_log.Actor | Principal) -> tuple[Webhook, str]:
-    """Register a webhook; returns it with its secret, which is shown this once and stored sealed."""
-    url = check_url(url)
+    """Register a webhook; returns it with its secret, which is shown this once and stored sealed. Its host
+    must resolve to public addresses only (checked again at every delivery)."""
+    url = check_url(url, settings)
     secret = secrets.token_urlsafe(32)
     hook = Webhook(org_id=org_id, url=url, secret="-", active=True, created_at=utcnow())
     session.add(hook)
@@ -180,6 +241,10 @@ class DeliveryError(Exception):
     """One attempt failed; the message says why (no secrets, no bodies)."""
 
 
+class PermanentDeliveryError(DeliveryError):
+    """Retrying cannot help (e.g. the webhook's host is refused): the row fails at once."""
+
+
 def body_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
@@ -188,13 +253,40 @@ def signature(secret: bytes, body: bytes) -> str:
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def _send_webhook(row_id: int, url: str, secret: bytes, payload: dict[str, Any], timeout: float) -> None:
+def _pinned(url: str, settings: Settings) -> tuple[str, str, dict[str, Any]]:
+    """Resolve the webhook's host now, refuse non-public addresses, and pin the connection to the address
+    checked (so a DNS answer that changes between the check and the connection cannot redirect it).
+    Returns (url with the address, Host header, request extensions for TLS server name)."""
+    try:
+        check_url(url)  # the stored url, re-validated
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = _port(parts)
+        if settings.mode is Mode.PRODUCTION and parts.scheme != "https":
+            raise InvalidInput("webhook url must be https:// in production")
+        address = resolve_host(host, port, settings)[0]
+    except UnresolvableWebhookHost as e:  # DNS may come back: retried like any failure
+        raise DeliveryError(e.message[:400]) from None
+    except InvalidInput as e:
+        raise PermanentDeliveryError(f"refused: {e.message}"[:400]) from None
+    shown = f"[{address}]" if ":" in address else address
+    netloc = f"{shown}:{parts.port}" if parts.port else shown
+    host_header = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl(), host_header, {"sni_hostname": host}
+
+
+def _send_webhook(row_id: int, url: str, secret: bytes, payload: dict[str, Any], timeout: float,
+                  settings: Settings | None = None) -> None:
     body = body_bytes(payload)
     headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "authops-outbox/1",
                "X-Authops-Signature": signature(secret, body), "X-Authops-Delivery": str(row_id),
                "X-Authops-Event": str(payload.get("kind", ""))}
+    extensions: dict[str, Any] = {}
+    if settings is not None:
+        url, headers["Host"], extensions = _pinned(url, settings)
     try:
-        r = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
+        with httpx.Client(timeout=timeout, follow_redirects=False) as http:
+            r = http.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError as e:
         raise DeliveryError(f"{type(e).__name__}: {e}"[:400]) from None
     if not 200 <= r.status_code < 300:
@@ -317,11 +409,13 @@ def deliver_due(settings: Settings, now: datetime | None = None, limit: int = 10
                 if hook_url is None:
                     error, permanent = "the webhook was deleted", True
                 else:
-                    _send_webhook(row_id, hook_url, hook_secret, payload, timeout)
+                    _send_webhook(row_id, hook_url, hook_secret, payload, timeout, settings)
             elif channel == "email":
                 _send_email(settings, row_id, target, subject, payload, timeout)
             else:
                 error, permanent = f"unknown channel {channel!r}", True
+        except PermanentDeliveryError as e:
+            error, permanent = str(e), True
         except DeliveryError as e:
             error = str(e)
         except Exception as e:  # an unexpected fault (a full disk...): retried like any failure

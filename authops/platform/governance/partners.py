@@ -147,10 +147,14 @@ def sha256(value: str) -> str:
 
 # --- calls -----------------------------------------------------------------------------------------
 
-def _require_authorized(session: Session, operator_org_id: int) -> None:
+def require_authorized(session: Session, operator_org_id: int) -> None:
+    """An operator acts (calls, reviews, agreements, tool requests) only under an authorization in force."""
     from authops.platform.governance.operator import require_active_authorization
 
     require_active_authorization(session, operator_org_id)
+
+
+_require_authorized = require_authorized
 
 
 def publish_call(session: Session, *, actor: audit_log.Actor | Principal, industry: str, title: str,
@@ -325,6 +329,7 @@ def _must_be_reviewer(session: Session, case: Case, who: audit_log.Actor) -> Non
         workflow.ensure_not_applicant(case, who)
         raise WrongReviewer(f"{case.number} answers a call of another operator; that operator reviews it",
                             details={"case": case.number})
+    _require_authorized(session, int(who.org_id))  # an operator acts only under an authorization in force
 
 
 def expert_opinion(session: Session, case: Case, *, actor: audit_log.Actor | Principal, comments: str,
@@ -366,6 +371,7 @@ def operator_review(session: Session, case: Case, *, actor: audit_log.Actor | Pr
     if who.org_id != case.facts.get("operator_org_id"):
         raise WrongReviewer(f"{case.number} answers a call of another operator; that operator reviews it",
                             details={"case": case.number})
+    _require_authorized(session, int(who.org_id))
     workflow.record_review(session, case, stage="operator", actor=who, decision=decision, reasons=reasons)
     if decision == "approve":
         case.facts = {**case.facts, "bureau_org_ids": bureau_org_ids(session)}
@@ -466,6 +472,7 @@ def offer_agreement(session: Session, case: Case, *, actor: audit_log.Actor | Pr
         workflow.ensure_not_applicant(case, who)
         raise WrongReviewer(f"the operator whose call {case.number} answered offers its agreement",
                             details={"case": case.number})
+    _require_authorized(session, int(who.org_id))
     problems: list[tuple[str, str]] = []
     for name in ("use_boundary", "development_duties", "quality", "exit_terms", "security_duties"):
         if not text(terms.get(name)):

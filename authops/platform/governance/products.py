@@ -375,8 +375,16 @@ def submit(session: Session, p: Product, *, actor: audit_log.Actor | Principal,
     else:
         case = workflow.get_case(session, p.case_id, kind=KIND)
         stage = case.facts.get("returned_from") or "operator_check"
+        reason = ""
+        if stage != "operator_check":
+            changed = _changed_since_check(case, p)
+            if changed:  # the operator checked something else: it checks again (like a scenario's wider request)
+                stage = "operator_check"
+                reason = (f"the revision changed the {', '.join(changed)} since the operator's check; "
+                          "the operator checks it again")
         case.payload = _payload(p)
-        workflow.transition(session, case, "resubmit", actor=who, target=stage,
+        workflow.transition(session, case, "resubmit", actor=who, target=stage, reason=reason,
+                            data={"to_stage": stage},
                             awaiting_orgs=[p.operator_org_id] if stage == "operator_check" else _bureaus(session),
                             due_at=workdays.deadline(utcnow(), settings.review_provider_working_days
                                                      if stage == "operator_check"
@@ -385,6 +393,34 @@ def submit(session: Session, p: Product, *, actor: audit_log.Actor | Principal,
     session.add(p)
     session.flush()
     return case
+
+
+# What the operator's check covers: a revision changing any of these goes back to the operator.
+CHECKED = {"price": ("price_fen", "price_unit", "category", "pricing_basis"),
+           "spec": ("spec", "share_mode", "release_policy", "personal_information"),
+           "scope of use": ("scope_of_use", "scenario_case_id"), "manner of use": ("manner_of_use",)}
+
+
+def _checked_terms(p: Product) -> dict[str, str]:
+    """A digest per checked part of the product, as the operator approved it."""
+    import hashlib
+    import json
+
+    out = {}
+    for part, fields in CHECKED.items():
+        values = {f: getattr(p, f, None) for f in fields}
+        out[part] = hashlib.sha256(json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+                                   .encode()).hexdigest()
+    return out
+
+
+def _changed_since_check(case: Case, p: Product) -> list[str]:
+    """The checked parts that differ from what the operator approved (all of them if nothing was kept)."""
+    approved = case.facts.get("operator_checked")
+    now = _checked_terms(p)
+    if not isinstance(approved, dict):
+        return list(now)
+    return [part for part, digest in now.items() if approved.get(part) != digest]
 
 
 def _payload(p: Product) -> dict[str, Any]:
@@ -430,7 +466,8 @@ def _decide(session: Session, p: Product, case: Case, *, stage: str, prefix: str
             p.registered_at = utcnow()
             data["registration_number"] = p.registration_number
         workflow.transition(session, case, action, actor=actor, reason=reasons, data=data, awaiting_orgs=next_orgs,
-                            due_at=workdays.deadline(utcnow(), due_days) if next_orgs else None)
+                            due_at=workdays.deadline(utcnow(), due_days) if next_orgs else None,
+                            facts={"operator_checked": _checked_terms(p)} if prefix == "operator" else None)
     elif decision == "return":
         workflow.transition(session, case, f"{prefix}_return", actor=actor, reason=reasons,
                             awaiting_orgs=[p.partner_org_id], due_at=None, facts={"returned_from": stage})

@@ -29,6 +29,11 @@ public_router = APIRouter()
 
 CROSS_ORG_CASE_READER = "review.final"
 
+# Every id a request body or query names: a database id (1 .. 2^31-1), so that a huge number is a 422
+# naming the field rather than an overflow deep in the database.
+MAX_ID = 2_147_483_647
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
 
 class WebhookIn(BaseModel):
     url: str = Field(max_length=500, description="http:// or https:// address that receives JSON POSTs")
@@ -37,7 +42,7 @@ class WebhookIn(BaseModel):
 class DisclosureIn(BaseModel):
     title: str = Field(max_length=300)
     body: str = Field(default="", max_length=20000)
-    year: int | None = None
+    year: int | None = Field(default=None, ge=1900, le=2200)
     document_sha256: str = Field(default="", max_length=64, description="SHA-256 of the published report")
     category: Literal["audit_result", "notice", "resource_use", "assessment"] = "audit_result"
 
@@ -76,7 +81,7 @@ def todo(session: SessionDep, principal: Annotated[Principal, require("todo.read
 @router.get("/notifications")
 def list_notifications(session: SessionDep, principal: Annotated[Principal, require("todo.read")],
                        unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> list[dict[str, Any]]:
+                       offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> list[dict[str, Any]]:
     rows = notifications.list_notifications(session, principal.org_id, unread_only=unread, limit=limit,
                                             offset=offset)
     return [notifications.notification_view(n) for n in rows]

@@ -23,9 +23,10 @@ from authops.core.clock import as_utc
 from authops.core.errors import InvalidInput
 from authops.core.identity import Principal
 from authops.core.storage.store import get_object_store
-from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, client_ip, require
+from authops.platform.deps import AuthorizerDep, ObjectId, SessionDep, SettingsDep, actor_of, client_ip, require
 from authops.platform.governance import destruction, operator, workflow
 from authops.platform.governance.models import Case
+from authops.platform.governance.routes_common import MAX_ID, DbId
 
 router = APIRouter(prefix="/operator", tags=["governance: operator"])
 public_router = APIRouter(prefix="/public/operator", tags=["public"])
@@ -42,18 +43,18 @@ class NoticeIn(BaseModel):
     title: str = Field(max_length=300)
     deadline_at: datetime = Field(description="applications close at this time (give an offset, e.g. +08:00; "
                                               "a time without one is UTC)")
-    committee_org_ids: list[int] = Field(min_length=1, max_length=50, description="the expert committee's organisations")
+    committee_org_ids: list[DbId] = Field(min_length=1, max_length=50, description="the expert committee's organisations")
     conditions: list[str] | None = Field(default=None, max_length=50)
     materials: list[str] | None = Field(default=None, max_length=60, description="the checklist; default: the seed's")
 
 
 class ConcludeIn(BaseModel):
-    selected_case_id: int | None = Field(default=None, description="only for a tie at the top mean score")
+    selected_case_id: DbId | None = Field(default=None, description="only for a tie at the top mean score")
     reasons: str = Field(default="", max_length=4000)
 
 
 class ApplicationIn(BaseModel):
-    call_id: int
+    call_id: DbId
     title: str = Field(max_length=300)
     payload: dict[str, Any] = Field(description="the application form: security_officer {name, title}, "
                                                 "internal_security_rules [..], and anything else the notice asks")
@@ -98,14 +99,14 @@ class ExitIn(BaseModel):
 
 
 class ForcedExitIn(BaseModel):
-    operator_org_id: int
+    operator_org_id: DbId
     cause: str = Field(max_length=40, description=", ".join(operator.FORCED_CAUSES))
     reasons: str = Field(max_length=4000)
     exit_on: date | None = None
 
 
 class FactIn(BaseModel):
-    operator_org_id: int
+    operator_org_id: DbId
     kind: str = Field(max_length=40, description=", ".join(operator.FACT_KINDS))
     summary: str = Field(max_length=500)
     year: int | None = Field(default=None, ge=2000, le=2100)
@@ -114,11 +115,15 @@ class FactIn(BaseModel):
 
 class DestructionIn(BaseModel):
     returned: str = Field(max_length=2000, description="how the raw data was returned: to whom, when, how")
+    confirm: str = Field(max_length=64, description="the agreement's number, repeated: destruction cannot be undone")
 
 
 class ObjectionIn(BaseModel):
-    text: str = Field(max_length=4000)
-    contact: str = Field(max_length=200, description="phone or e-mail for the bureau's reply (not published)")
+    # The hard caps here only bound the request; the service names the configured limits
+    # (objection_max_chars 2,000, objection_contact_max_chars 100).
+    text: str = Field(max_length=10_000, description="what the objection is about (at most 2,000 characters)")
+    contact: str = Field(max_length=1000, description="phone or e-mail for the bureau's reply (not published; "
+                                                      "at most 100 characters)")
 
 
 def _fact_view(f) -> dict[str, Any]:
@@ -138,8 +143,12 @@ def publish_notice(body: NoticeIn, session: SessionDep,
 
 
 @router.get("/notices")
-def list_notices(session: SessionDep, principal: Annotated[Principal, require("todo.read")]):
-    return [operator.notice_view(session, c) for c in operator.list_notices(session)]
+def list_notices(session: SessionDep, authorizer: AuthorizerDep, principal: Annotated[Principal, require("todo.read")]):
+    """Selection notices. The expert committee and the number of applications are the bureau's
+    (authorization.manage) to see; everyone else sees the public notice fields."""
+    bureau = authorizer.allowed(principal, "authorization.manage")
+    return [operator.notice_view(session, c, public=not bureau)
+            for c in operator.list_notices(session, public=not bureau)]
 
 
 @router.post("/notices/{call_id}/conclude")
@@ -307,7 +316,7 @@ def record_fact(body: FactIn, session: SessionDep, principal: Annotated[Principa
 
 @router.get("/facts")
 def list_facts(session: SessionDep, principal: Annotated[Principal, require("authorization.manage")],
-               operator_org_id: Annotated[int | None, Query()] = None):
+               operator_org_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None):
     from authops.platform.governance.models import OperatorFact
 
     q = select(OperatorFact)
@@ -319,10 +328,12 @@ def list_facts(session: SessionDep, principal: Annotated[Principal, require("aut
 @router.post("/agreements/{agreement_id}/destruction", status_code=201)
 def destroy(agreement_id: ObjectId, body: DestructionIn, session: SessionDep, settings: SettingsDep,
             principal: Annotated[Principal, require("authorization.manage")]):
-    """After exit: destroy every object of the operation (its data keys first) and issue the signed certificate."""
+    """After exit: destroy every object of the operation (its data keys first) and issue the signed certificate.
+    Irreversible: `confirm` must repeat the agreement's number. The certificate is signed by the platform's key;
+    the bureau's verification (POST .../verify) re-reads every listed object independently."""
     ag = operator.get_agreement(session, agreement_id)
     cert = destruction.destroy_operation(session, get_object_store(settings), ag, actor=actor_of(principal),
-                                         settings=settings, returned=body.returned)
+                                         settings=settings, returned=body.returned, confirm=body.confirm)
     return destruction.certificate_view(cert)
 
 
@@ -374,10 +385,13 @@ def public_notices(session: SessionDep):
 
 
 @public_router.post("/applications/{case_id}/objections", status_code=201)
-def file_objection(case_id: ObjectId, body: ObjectionIn, request: Request, session: SessionDep):
-    """Anyone may object to a selected applicant during its publicity period (text and a contact)."""
+def file_objection(case_id: ObjectId, body: ObjectionIn, request: Request, session: SessionDep,
+                   settings: SettingsDep):
+    """Anyone may object to a selected applicant during its publicity period (text and a contact). Limits:
+    2,000 characters, 20 open objections per application (409 too_many_objections), 3 per source address
+    per application in 24 hours (429 rate_limited)."""
     from authops.audit import log as audit_log
 
     case = operator.public_case(session, case_id)
-    return operator.file_objection(session, case, text=body.text, contact=body.contact,
+    return operator.file_objection(session, case, text=body.text, contact=body.contact, settings=settings,
                                    actor=audit_log.Actor(kind="anonymous", name="public", ip=client_ip(request)))

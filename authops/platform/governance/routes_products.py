@@ -11,7 +11,7 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
 from authops.core.errors import AuthopsError, InvalidInput
@@ -19,6 +19,7 @@ from authops.core.identity import Principal
 from authops.core.storage.store import get_object_store
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, client_ip, require
 from authops.platform.governance import agreements, consent, products
+from authops.platform.governance.routes_common import MAX_ID, DbId
 
 router = APIRouter()
 public_router = APIRouter(prefix="/public", tags=["public"])
@@ -34,7 +35,7 @@ class SelfReviewAnswers(BaseModel):
 
 
 class ProductFields(BaseModel):
-    workspace_id: int | None = None
+    workspace_id: DbId | None = None
     name_zh: str | None = Field(default=None, max_length=200)
     name_en: str | None = Field(default=None, max_length=200)
     spec: dict[str, Any] | str | None = Field(default=None, description="the declarative sandbox job spec "
@@ -45,20 +46,20 @@ class ProductFields(BaseModel):
     price_unit: Literal["call", "record", "month", "batch"] | None = None
     pricing_basis: str | None = Field(default=None, max_length=10_000)
     scenario: str | None = Field(default=None, max_length=2000)
-    scenario_case_id: int | None = None
+    scenario_case_id: DbId | None = None
     scope_of_use: str | None = Field(default=None, max_length=10_000)
     manner_of_use: str | None = Field(default=None, max_length=10_000)
     personal_information: bool | None = Field(default=None, description="declare personal information even if "
                                               "no input field is marked personal")
     test_params: dict[str, Any] | None = Field(default=None, description="spec parameters for the mock test run")
     self_review: SelfReviewAnswers | None = Field(default=None, description="the partner's answer per risk section")
-    operator_org_id: int | None = Field(default=None, description="the checking operator; default: the operator "
+    operator_org_id: DbId | None = Field(default=None, description="the checking operator; default: the operator "
                                         "of your active partner agreement")
 
 
 class ProductIn(ProductFields):
     code: str = Field(max_length=64)
-    workspace_id: int
+    workspace_id: DbId
 
 
 def _fields(body: ProductFields) -> dict[str, Any]:
@@ -76,7 +77,8 @@ class DecisionIn(BaseModel):
 class CallCheckIn(BaseModel):
     subject_id: str | None = Field(default=None, max_length=64, description="the subject the call is about "
                                    "(needed for products with personal information); never stored")
-    purpose: str | None = Field(default=None, max_length=500)
+    purpose: str = Field(min_length=1, max_length=500, description="the purpose of the call; it must match the "
+                         "subject's consent (trimmed, whitespace collapsed, case-insensitive)")
 
 
 @router.post("/products", status_code=201)
@@ -161,7 +163,7 @@ def call_check(product_id: ObjectId, body: CallCheckIn, session: SessionDep, set
 # --- agreements -----------------------------------------------------------------------------------
 
 class UsageApplicationIn(BaseModel):
-    product_id: int
+    product_id: DbId
     scenario: str = Field(max_length=2000, description="the scenario the product will serve for you")
     purpose: str = Field(default="", max_length=2000)
     delivery_method: Literal["api", "batch", "file"] | None = None
@@ -242,20 +244,35 @@ def terminate_agreement(agreement_id: ObjectId, body: TerminateIn, session: Sess
 
 # --- consent --------------------------------------------------------------------------------------
 
+class SubjectCertificateIn(BaseModel):
+    certificate: str = Field(max_length=2000, description="the identity provider's subject certificate: canonical "
+                             "JSON {type, issuer, subject_kind, subject_id_sha256, public_key, valid_until}")
+    signature: str = Field(max_length=200, description="the identity provider's Ed25519 signature (base64) over "
+                           "the certificate's exact bytes")
+
+
 class ConsentTermsIn(BaseModel):
-    product_id: int
+    product_id: DbId
     subject_id: str = Field(max_length=64, description="the subject's ID number or USCC; only its keyed "
                             "pseudonym is stored")
     subject_kind: Literal["person", "enterprise"] = "person"
     purpose: str = Field(max_length=500)
     scope: list[str] = Field(min_length=1, max_length=50)
-    valid_from: datetime | None = Field(default=None, description="UTC; default now")
-    valid_until: datetime
+    valid_from: datetime | None = Field(default=None, description="UTC; default now; not in the past")
+    valid_until: datetime = Field(description="at most consent_max_validity_days (366) after valid_from, and "
+                                  "not after the end of your usage agreement for the product")
+    subject_certificate: SubjectCertificateIn = Field(description="from a trusted identity provider: binds the "
+                                                      "subject's Ed25519 key to the subject")
+    document_sha256: str | None = Field(default=None, min_length=64, max_length=64,
+                                        description="document method only: SHA-256 (hex) of the authorization "
+                                                    "document; the consent text then names it")
 
 
 class ConsentIn(ConsentTermsIn):
-    public_key: str = Field(max_length=200, description="the subject's raw Ed25519 public key, base64")
-    signature: str = Field(max_length=200, description="Ed25519 signature (base64) over the consent text")
+    public_key: str | None = Field(default=None, max_length=200, description="optional: the subject's raw "
+                                   "Ed25519 public key, base64; it must be the one the certificate certifies")
+    signature: str = Field(max_length=200, description="the subject's Ed25519 signature (base64) over the "
+                           "consent text, by the certified key")
 
 
 class RevokeIn(BaseModel):
@@ -271,20 +288,24 @@ def _terms(body: ConsentTermsIn, session, principal) -> dict[str, Any]:
     p = products.get_product(session, body.product_id, org_id=principal.org_id)
     return {"product": p, "customer_org_id": principal.org_id, "subject_id": body.subject_id,
             "subject_kind": body.subject_kind, "purpose": body.purpose, "scope": body.scope,
-            "valid_from": body.valid_from, "valid_until": body.valid_until}
+            "valid_from": body.valid_from, "valid_until": body.valid_until,
+            "subject_certificate": body.subject_certificate.model_dump()}
 
 
 @router.post("/consents/text")
 def consent_text(body: ConsentTermsIn, session: SessionDep, settings: SettingsDep,
                  principal: Annotated[Principal, require("consent.submit")]):
-    """The exact text the subject signs for these terms (it names the subject only by pseudonym)."""
-    return consent.prepare_text(session, settings, **_terms(body, session, principal))
+    """The exact text the subject signs for these terms (it names the subject only by pseudonym, the subject
+    certificate by issuer and SHA-256, and for the document method the document's SHA-256)."""
+    return consent.prepare_text(session, settings, **_terms(body, session, principal),
+                                document_sha256=body.document_sha256)
 
 
 @router.post("/consents", status_code=201)
 def grant_consent(body: ConsentIn, session: SessionDep, settings: SettingsDep,
                   principal: Annotated[Principal, require("consent.submit")]):
-    """Record the subject's consent: its Ed25519 signature over the consent text must verify."""
+    """Record the subject's consent: the identity provider's certificate must verify and name this subject,
+    then the subject's signature over the consent text, by the certified key."""
     c = consent.grant(session, settings, **_terms(body, session, principal), public_key=body.public_key,
                       signature=body.signature, actor=actor_of(principal))
     return consent.view(c)
@@ -296,14 +317,18 @@ async def grant_consent_document(
         document: Annotated[UploadFile, File(description="the signed authorization document")],
         terms: Annotated[str, Form(max_length=5000, description="JSON of the consent terms: product_id, "
                                    "subject_id, subject_kind, purpose, scope, valid_from, valid_until")],
-        public_key: Annotated[str, Form(max_length=200, description="the subject's raw Ed25519 public key, base64")],
-        signature: Annotated[str, Form(max_length=200, description="detached Ed25519 signature over the "
-                                       "document's bytes, base64")]):
-    """Record a consent given as a signed document; the signature over its exact bytes must verify."""
+        subject_certificate: Annotated[str, Form(max_length=3000, description="JSON {certificate, signature} "
+                                                 "from a trusted identity provider")],
+        signature: Annotated[str, Form(max_length=200, description="the subject's Ed25519 signature (base64) "
+                                       "over the consent text naming this document's SHA-256")],
+        public_key: Annotated[str | None, Form(max_length=200, description="optional: the certified key")] = None):
+    """Record a consent given with an authorization document: the subject signs the consent text that names
+    the document's SHA-256 (POST /consents/text with document_sha256), binding terms and document."""
     try:
-        parsed = ConsentTermsIn.model_validate(json.loads(terms))
+        parsed = ConsentTermsIn.model_validate({**json.loads(terms),
+                                                "subject_certificate": json.loads(subject_certificate)})
     except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"terms is not valid consent terms JSON: {str(exc)[:300]}",
+        raise InvalidInput(f"terms or subject_certificate is not valid JSON of consent terms: {str(exc)[:300]}",
                            details={"field": "terms"}) from None
     content = await document.read(consent.MAX_DOCUMENT + 1)
     c = consent.grant_document(session, settings, **_terms(parsed, session, principal), public_key=public_key,
@@ -315,7 +340,7 @@ async def grant_consent_document(
 
 @router.get("/consents")
 def list_consents(session: SessionDep, principal: Annotated[Principal, require("consent.submit")],
-                  product_id: int | None = None):
+                  product_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None):
     return [consent.view(c) for c in consent.list_for(session, principal.org_id, product_id)]
 
 

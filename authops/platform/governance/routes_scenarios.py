@@ -20,6 +20,7 @@ from authops.core.storage.store import get_object_store
 from authops.platform.deps import AuthorizerDep, ObjectId, SessionDep, SettingsDep, actor_of, client_ip, require
 from authops.platform.governance import partners, scenarios, tools, workflow
 from authops.platform.governance.models import Case
+from authops.platform.governance.routes_common import DbId
 
 router = APIRouter()
 public_router = APIRouter(prefix="/public", tags=["public"])
@@ -38,7 +39,7 @@ class CallIn(BaseModel):
 
 
 class ApplicationIn(BaseModel):
-    call_id: int
+    call_id: DbId
     title: str = Field(max_length=300)
     payload: dict[str, Any] = Field(description="the application form: profile (required), capabilities, ...")
 
@@ -69,7 +70,7 @@ class BureauDecisionIn(DecisionIn):
 
 
 class ExpertsIn(BaseModel):
-    expert_org_ids: list[int] = Field(min_length=1, max_length=50)
+    expert_org_ids: list[DbId] = Field(min_length=1, max_length=50)
 
 
 class OpinionIn(BaseModel):

@@ -73,7 +73,10 @@ def _validate(session: Session, body: dict[str, Any]) -> dict[str, Any]:
 def apply(session: Session, *, actor: audit_log.Actor | Principal, body: dict[str, Any]) -> Case:
     """Apply to deploy an own tool; the request waits for the bureau."""
     who = actor_of(actor)
-    partners.require_kind(session, who.org_id, OrgKind.OPERATOR, OrgKind.PARTNER, doing="a tool deployment request")
+    org = partners.require_kind(session, who.org_id, OrgKind.OPERATOR, OrgKind.PARTNER,
+                                doing="a tool deployment request")
+    if org.kind == OrgKind.OPERATOR.value:  # an operator acts only under an authorization in force
+        partners.require_authorized(session, int(org.id))  # type: ignore[arg-type]
     payload = _validate(session, body)
     pledge = {"sha256": payload["pledge_sha256"], "by": who.name, "actor_id": who.id, "org_id": who.org_id,
               "at": utcnow().isoformat(), "ip": who.ip}

@@ -27,6 +27,17 @@ def known(day: date) -> bool:
     return True
 
 
+def estimate_note(at_utc: datetime | None) -> str | None:
+    """For a deadline (naive UTC) whose Shanghai date lies in a year the calendar does not know yet: the
+    note saying it is an estimate; None for an exact deadline (or none)."""
+    if at_utc is None:
+        return None
+    day = as_utc(at_utc).astimezone(SHANGHAI).date()
+    if known(day):
+        return None
+    return f"estimated: the State Council's holiday schedule for {day.year} is not yet in the calendar"
+
+
 def is_working_day(day: date) -> bool:
     try:
         return bool(chinese_calendar.is_workday(day))

@@ -17,7 +17,7 @@ import importlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -230,15 +230,22 @@ def transition(session: Session, case: Case, action: str, *, actor: audit_log.Ac
     if after not in m.states:
         raise ValueError(f"{case.kind}: unknown state {after}")
     before = case.state
-    # Compare-and-set on the stored state: of two reviewers acting at once, the second finds the
-    # case moved on (PostgreSQL holds the row lock until commit; SQLite serialises writers).
-    moved = session.execute(update(Case).where(Case.id == case.id, Case.state == before)
-                            .values(state=after).execution_options(synchronize_session=False))
+    # Compare-and-set on the stored state *and* the version the caller read (updated_at, which
+    # every transition moves strictly forward): of two steps on one case at once -- same-state
+    # steps included, e.g. two departments approving, two objections -- the second finds the case
+    # changed and is refused with case_changed, so nothing the first wrote is lost and a decision
+    # taken on stale reviews never lands. PostgreSQL holds the row lock until commit, so the second
+    # UPDATE waits and then matches no row; SQLite serialises writers.
+    seen = case.updated_at
+    stamp = max(utcnow(), seen + timedelta(microseconds=1)) if seen is not None else utcnow()
+    moved = session.execute(update(Case).where(Case.id == case.id, Case.state == before, Case.updated_at == seen)
+                            .values(state=after, updated_at=stamp).execution_options(synchronize_session=False))
     if moved.rowcount != 1:
-        raise Conflict(f"{case.number} was changed by someone else meanwhile; reload it and try again",
-                       code="case_changed")
+        raise Conflict(f"{case.number} was changed by someone else meanwhile (another step was recorded after "
+                       "you loaded it); nothing of yours was recorded: reload it and try again",
+                       code="case_changed", details={"case": case.number})
     case.state = after
-    case.updated_at = utcnow()
+    case.updated_at = stamp
     if awaiting_orgs is not None:
         case.awaiting_orgs = sorted(set(awaiting_orgs))
     if due_at != "keep":
@@ -339,12 +346,16 @@ def view(session: Session, case: Case, *, with_history: bool = True) -> dict[str
     """A case as the API shows it: state, what can happen next, who must act, history, reviews."""
     from authops.core.clock import show
 
+    from authops.platform.governance import workdays
+
     m = machine(case.kind)
+    note = workdays.estimate_note(case.due_at)
     out: dict[str, Any] = {
         "id": case.id, "kind": case.kind, "number": case.number, "title": case.title, "state": case.state,
         "round": case.round, "applicant_org_id": case.applicant_org_id, "call_id": case.call_id,
         "parent_case_id": case.parent_case_id, "payload": case.payload, "facts": case.facts,
         "awaiting_orgs": case.awaiting_orgs, "due_at": case.due_at, "due_at_local": show(case.due_at),
+        "due_at_estimated": note is not None, "due_at_note": note,
         "overdue": overdue(case), "allowed_actions": m.allowed(case.state), "created_at": case.created_at,
         "decided_at": case.decided_at,
         "documents": [{"id": d.id, "material": d.material, "filename": d.filename, "size": d.size,

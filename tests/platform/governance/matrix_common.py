@@ -40,7 +40,7 @@ def _notification(session, w, org):
 
 
 def _webhook(session, w, org):
-    hook, _ = outbox.create_webhook(session, get_settings(), org_id=org.id, url="https://hooks.example.org/m",
+    hook, _ = outbox.create_webhook(session, get_settings(), org_id=org.id, url="https://93.184.215.14/m",
                                     actor=audit_log.SYSTEM)
     _last[("webhook", org.id)] = hook.id
     session.commit()
@@ -51,7 +51,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", f"{P}/notifications"): Case(),
     ("POST", f"{P}/notifications/{{notification_id}}/read"): Case(
         prepare=_notification, params=lambda w, org: {"notification_id": _last[("notification", org.id)]}),
-    ("POST", f"{P}/webhooks"): Case(body=lambda w, org: {"url": "https://hooks.example.org/authops"}),
+    ("POST", f"{P}/webhooks"): Case(body=lambda w, org: {"url": "https://93.184.215.14/authops"}),
     ("GET", f"{P}/webhooks"): Case(),
     ("DELETE", f"{P}/webhooks/{{webhook_id}}"): Case(
         prepare=_webhook, params=lambda w, org: {"webhook_id": _last[("webhook", org.id)]}),

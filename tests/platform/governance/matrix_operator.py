@@ -253,7 +253,11 @@ def _exited(session, w, org):
                    state="exited")
     session.add(ag)
     session.flush()
+    _numbers[ag.id] = ag.number
     return ag.id
+
+
+_numbers: dict[int, str] = {}
 
 
 def _certificate(session, w, org):
@@ -262,7 +266,7 @@ def _certificate(session, w, org):
     settings = get_settings()
     empty = ObjectStore(LocalBackend(tempfile.mkdtemp(prefix="matrix-store-")), load_keyring(settings))
     return destruction.destroy_operation(session, empty, ag, actor=_as(org), settings=settings,
-                                         returned="matrix: returned").id
+                                         returned="matrix: returned", confirm=ag.number).id
 
 
 CASES: dict[tuple[str, str], MCase] = {
@@ -313,7 +317,9 @@ CASES: dict[tuple[str, str], MCase] = {
     ("GET", f"{G}/facts"): MCase(query=lambda w, org: {"operator_org_id": w.home[OrgKind.OPERATOR].id}),
     ("POST", f"{G}/agreements/{{agreement_id}}/destruction"): MCase(
         prepare=_prep("exited", _exited), params=_param("exited", "agreement_id"),
-        body=lambda w, org: {"returned": "matrix: returned to the providers"}, cross_org="authorization.manage"),
+        body=lambda w, org: {"returned": "matrix: returned to the providers",
+                             "confirm": _numbers.get(_ids.get(("exited", org.id), 0), "OA-none")},
+        cross_org="authorization.manage"),
     ("GET", f"{G}/destruction-certificates/{{cert_id}}"): MCase(
         prepare=_prep("cert", _certificate), params=_param("cert", "cert_id"), cross_org="authorization.manage"),
     ("POST", f"{G}/destruction-certificates/{{cert_id}}/verify"): MCase(

@@ -5,6 +5,7 @@ registered product, a usage agreement, a signed consent)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import date, datetime, timedelta
 from itertools import count
@@ -165,14 +166,24 @@ def consent_terms(product: Product | int, subject_id: str = ID_A, **kw: Any) -> 
             "valid_until": kw.pop("valid_until", now + timedelta(days=180)), **kw}
 
 
+def certificate(settings, sk: Ed25519PrivateKey, subject_id: str = ID_A, subject_kind: str = "person",
+                issuer: Ed25519PrivateKey | None = None, valid_until: datetime | None = None) -> dict[str, str]:
+    """The identity provider (by default the embedded demo issuer) certifies that sk's key is the subject's."""
+    return consent.issue_subject_certificate(issuer or consent.demo_issuer_key(settings), subject_id=subject_id,
+                                             subject_kind=subject_kind, public_key=sk.public_key(),
+                                             valid_until=valid_until or utcnow() + timedelta(days=365))
+
+
 def signed_consent_body(session: Session, settings, product: Product, customer_id: int,
                         subject_id: str = ID_A, **kw: Any) -> tuple[dict[str, Any], Ed25519PrivateKey]:
-    """What a customer sends: the terms, the subject's public key and signature over the consent text."""
+    """What a customer sends: the terms, the subject's certificate (from the identity provider) and the
+    subject's signature over the consent text."""
     terms = consent_terms(product, subject_id, **kw)
-    t = consent.prepare_text(session, settings, product=product, customer_org_id=customer_id,
-                             **{k: v for k, v in terms.items() if k != "product_id"})
     sk, pk = keypair()
-    return {**terms, "public_key": pk, "signature": sign(sk, t["text"])}, sk
+    cert = certificate(settings, sk, subject_id, terms["subject_kind"])
+    t = consent.prepare_text(session, settings, product=product, customer_org_id=customer_id, subject_certificate=cert,
+                             **{k: v for k, v in terms.items() if k != "product_id"})
+    return {**terms, "subject_certificate": cert, "public_key": pk, "signature": sign(sk, t["text"])}, sk
 
 
 def give_consent(session: Session, settings, product: Product, customer_id: int, subject_id: str = ID_A,
@@ -375,10 +386,15 @@ def _prep_consent_document(session, w, org):
     if _is(org, OrgKind.CUSTOMER):
         sk, pk = keypair()
         doc = f"个人授权书 {next(_n)}：本人授权查询缴费记录。".encode()
-        terms = _json(consent_terms(p))
+        terms = consent_terms(p)
+        cert = certificate(_settings(), sk)
+        text = consent.prepare_text(session, _settings(), product=p, customer_org_id=org.id, subject_certificate=cert,
+                                    document_sha256=hashlib.sha256(doc).hexdigest(),
+                                    **{k: v for k, v in terms.items() if k != "product_id"})["text"]
         _st(w)[("consent_doc", org.id)] = {"document": ("授权书.txt", doc, "text/plain"),
-                                           "terms": (None, json.dumps(terms, ensure_ascii=False)),
-                                           "public_key": (None, pk), "signature": (None, sign(sk, doc))}
+                                           "terms": (None, json.dumps(_json(terms), ensure_ascii=False)),
+                                           "subject_certificate": (None, json.dumps(cert)),
+                                           "public_key": (None, pk), "signature": (None, sign(sk, text))}
 
 
 def _prep_consent(fresh: bool):
@@ -414,7 +430,8 @@ CASES: dict[tuple[str, str], Case] = {
         prepare=_prep_review("bureau_filing", OrgKind.BUREAU), params=_pid("bureau_filing"),
         body=lambda w, org: {"decision": "approve"}, cross_org="review.final"),
     ("POST", f"{G}/products/{{product_id}}/call-check"): Case(prepare=_prep_call, params=_reg_pid,
-                                                              body=lambda w, org: {}, cross_org="product.call"),
+                                                              body=lambda w, org: {"purpose": "贷前核验"},
+                                                              cross_org="product.call"),
     ("POST", f"{G}/agreements/usage"): Case(prepare=_prep_apply, body=lambda w, org: {
         "product_id": _st(w).get(("to_buy", org.id), 1), "scenario": "贷前核验"}),
     ("GET", f"{G}/agreements"): Case(),
@@ -426,7 +443,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", f"{G}/agreements/{{agreement_id}}/terminate"): Case(
         prepare=_prep_agreement(fresh=True, state="active"), params=_aid, body=lambda w, org: {"reason": "不再需要"}),
     ("POST", f"{G}/consents/text"): Case(prepare=lambda s, w, o: _registered(s, w, o),
-                                         body=lambda w, org: _json(consent_terms(_reg_pid(w, org)["product_id"]))),
+                                         body=lambda w, org: {**_json(consent_terms(_reg_pid(w, org)["product_id"])),
+                                                              "subject_certificate": certificate(_settings(),
+                                                                                                 keypair()[0])}),
     ("POST", f"{G}/consents"): Case(prepare=_prep_consent_body,
                                     body=lambda w, org: _st(w).get(("consent_body", org.id), {})),
     ("POST", f"{G}/consents/document"): Case(prepare=_prep_consent_document,

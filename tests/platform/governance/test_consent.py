@@ -16,7 +16,8 @@ from authops.core.settings import Settings
 from authops.core.storage.store import get_object_store
 from authops.platform.governance import consent, products
 from authops.platform.governance.models import Consent
-from tests.platform.governance.matrix_products import (ID_A, ID_B, authorize_operator, consent_terms, give_consent,
+from tests.platform.governance.matrix_products import (ID_A, ID_B, authorize_operator, certificate, consent_terms,
+                                                       give_consent,
                                                        keypair, registered_product, sign, signed_consent_body,
                                                        usage_agreement, who)
 from tests.support.builders import login, make_org, make_user
@@ -58,27 +59,28 @@ def test_an_ed25519_consent_is_verified_and_stored_without_the_raw_id(session, d
     assert f'"subject":"{c.subject_key}"' in c.signed_text and f'"product":"{world["product"].code}"' in c.signed_text
     row = session.exec(select(Consent).where(Consent.id == c.id)).one()
     assert ID_A not in str(row.model_dump())
-    assert consent.check(session, world["product"].id, world["customer"].id, ID_A).id == c.id
+    assert consent.check(session, world["product"].id, world["customer"].id, ID_A, purpose="贷前核验").id == c.id
 
 
 def test_a_signature_that_does_not_verify_is_refused(session, db_settings, world):
     p, cust = world["product"], world["customer"].id
     body, _ = signed_consent_body(session, db_settings, p, cust)
     _, other_pk = keypair()
-    for bad, field, code in (({"public_key": other_pk}, "signature", "bad_signature"),  # another key signed
+    for bad, field, code in (({"public_key": other_pk}, "public_key", "bad_certificate"),  # not the certified key
+                             ({"signature": sign(keypair()[0], "x")}, "signature", "bad_signature"),  # another key
                              ({"purpose": "营销推广"}, "signature", "bad_signature"),  # not the terms signed
                              ({"valid_until": body["valid_until"] + timedelta(days=1)}, "signature", "bad_signature"),
                              ({"signature": "not base64!"}, "signature", "invalid_input"),
-                             ({"public_key": "AAAA"}, "public_key", "invalid_input")):
+                             ({"public_key": "AAAA"}, "public_key", "bad_certificate")):
         with pytest.raises(InvalidInput) as e:
             consent.grant(session, db_settings, product=p, customer_org_id=cust, actor=who(cust),
                           **_grant_args({**body, **bad}))
         assert e.value.details == {"field": field} and e.value.code == code, bad
     body_b, _ = signed_consent_body(session, db_settings, p, cust, subject_id=ID_B)
-    with pytest.raises(consent.BadSignature) as e:  # a signature for subject B does not cover subject A
+    with pytest.raises(consent.BadCertificate) as e:  # subject B's certified key does not speak for subject A
         consent.grant(session, db_settings, product=p, customer_org_id=cust, actor=who(cust),
                       **_grant_args({**body_b, "subject_id": ID_A}))
-    assert "does not verify" in e.value.message
+    assert "another subject" in e.value.message
     assert session.exec(select(Consent)).all() == []
 
 
@@ -110,33 +112,39 @@ def test_a_signed_document_is_verified_and_kept_encrypted(session, db_settings, 
     doc = "个人信息授权书：本人同意……签名：张三丰".encode() + os.urandom(16)
     sk, pk = keypair()
     terms = consent_terms(p)
+    cert = certificate(db_settings, sk)
+    import hashlib
+    # the subject signs the consent text that names the document's SHA-256
+    text = consent.prepare_text(session, db_settings, product=p, customer_org_id=cust, subject_certificate=cert,
+                                document_sha256=hashlib.sha256(doc).hexdigest(), **_grant_args(terms))["text"]
     with pytest.raises(consent.BadSignature):
         consent.grant_document(session, db_settings, product=p, customer_org_id=cust, actor=who(cust), document=doc,
-                               filename="授权书.pdf", public_key=pk, signature=sign(sk, doc + b"x"),
+                               filename="授权书.pdf", subject_certificate=cert, signature=sign(sk, text + "x"),
                                **_grant_args(terms))
     c = consent.grant_document(session, db_settings, product=p, customer_org_id=cust, actor=who(cust), document=doc,
-                               filename="授权书.pdf", public_key=pk, signature=sign(sk, doc), **_grant_args(terms))
+                               filename="授权书.pdf", public_key=pk, subject_certificate=cert,
+                               signature=sign(sk, text), **_grant_args(terms))
     session.commit()
-    import hashlib
     assert c.method == "document" and c.document_sha256 == hashlib.sha256(doc).hexdigest()
     store = get_object_store(db_settings)
     assert store.get(f"governance/consents/{c.document_sha256}") == doc
     for root, _, files in os.walk(db_settings.data_dir):  # nothing of the document is on disk in clear
         for f in files:
             assert doc not in open(os.path.join(root, f), "rb").read(), f
-    assert consent.check(session, p.id, cust, ID_A, settings=db_settings) == c
+    assert consent.check(session, p.id, cust, ID_A, purpose="贷前核验", settings=db_settings) == c
 
 
 def test_revocation_takes_effect_on_the_next_call(session, db_settings, world):
     p, cust = world["product"], world["customer"].id
     usage_agreement(session, p, cust)
     c, _ = give_consent(session, db_settings, p, cust)
-    assert products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_A)["consent_id"] == c.id
+    assert products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_A,
+                               purpose="贷前核验")["consent_id"] == c.id
     with pytest.raises(NotFound):  # another customer cannot revoke it
         consent.revoke_by_customer(session, c, actor=who(world["other_customer"]))
     consent.revoke_by_customer(session, c, actor=who(cust), reason="客户关闭业务")
     with pytest.raises(consent.NoConsent) as e:
-        products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_A)
+        products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_A, purpose="贷前核验")
     assert "revoked" in e.value.message
 
 
@@ -149,12 +157,13 @@ def test_consent_over_the_api_and_the_subjects_signed_revocation(client, session
     p = world["product"]
     usage_agreement(session, p, world["customer"].id)
     session.commit()
+    sk, pk = keypair()
     terms = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in consent_terms(p).items()}
+    terms["subject_certificate"] = certificate(db_settings, sk)
     r = client.post(f"{G}/consents/text", json=terms, headers=h)
     assert r.status_code == 200, r.text
     text = r.json()["text"]
     assert ID_A not in r.text
-    sk, pk = keypair()
     r = client.post(f"{G}/consents", json={**terms, "public_key": pk, "signature": sign(sk, text + " ")}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["code"] == "bad_signature"
     r = client.post(f"{G}/consents", json={**terms, "public_key": pk, "signature": sign(sk, text)}, headers=h)
@@ -162,13 +171,14 @@ def test_consent_over_the_api_and_the_subjects_signed_revocation(client, session
     cid = r.json()["id"]
     assert client.get(f"{G}/consents/{cid}", headers=other).status_code == 404
     check = f"{G}/products/{p.id}/call-check"
-    assert client.post(check, json={"subject_id": ID_A}, headers=h).json()["allowed"] is True
-    r = client.post(check, json={"subject_id": ID_B}, headers=h).json()
+    purpose = terms["purpose"]
+    assert client.post(check, json={"subject_id": ID_A, "purpose": purpose}, headers=h).json()["allowed"] is True
+    r = client.post(check, json={"subject_id": ID_B, "purpose": purpose}, headers=h).json()
     assert r["allowed"] is False and r["code"] == "no_consent"
     revocation = client.get(f"{G}/consents/{cid}", headers=h).json()["revocation_text"]
     r = client.post(f"/api/v1/public/consents/{cid}/revoke", json={"signature": sign(keypair()[0], revocation)})
     assert r.status_code == 422 and r.json()["error"]["code"] == "bad_signature"
     r = client.post(f"/api/v1/public/consents/{cid}/revoke", json={"signature": sign(sk, revocation)})
     assert r.status_code == 200 and r.json()["state"] == "revoked"
-    r = client.post(check, json={"subject_id": ID_A}, headers=h).json()
+    r = client.post(check, json={"subject_id": ID_A, "purpose": purpose}, headers=h).json()
     assert r["allowed"] is False and r["code"] == "no_consent" and "revoked" in r["reason"]

@@ -56,6 +56,7 @@ def exited(session, db_settings):
 
 def _destroy(session, x, **kw):
     return destruction.destroy_operation(session, x["store"], x["agreement"], actor=x["bureau"],
+                                         confirm=kw.pop("confirm", x["agreement"].number),
                                          settings=x["settings"], returned=kw.pop("returned", "raw data returned "
                                          "to the providing departments on 2027-09-03, receipts on file"),
                                          now=kw.pop("now", datetime(2027, 9, 10, 2, 0)))

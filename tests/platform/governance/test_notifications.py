@@ -106,7 +106,7 @@ def test_a_step_that_keeps_the_state_does_not_repeat_the_request(session, w):
 def test_outbox_rows_are_written_with_the_notification_and_carry_no_data(session, w, db_settings):
     from authops.platform.governance import outbox
 
-    hook, _ = outbox.create_webhook(session, db_settings, org_id=w["provider"].id, url="http://127.0.0.1:9/h",
+    hook, _ = outbox.create_webhook(session, db_settings, org_id=w["provider"].id, url="https://93.184.215.14/h",
                                     actor=w["reviewer"])
     case = _open(session, w)
     rows = list(session.exec(select(Outbox).where(Outbox.org_id == w["provider"].id).order_by(Outbox.id)))
@@ -272,12 +272,12 @@ def test_document_download_is_audited(client, session, w, db_settings):
 
 def test_webhook_routes_show_the_secret_once(client, session, w):
     h = login(client, w["users"]["partner"].username)
-    r = client.post("/api/v1/governance/webhooks", json={"url": "https://hooks.example.org/authops"}, headers=h)
+    r = client.post("/api/v1/governance/webhooks", json={"url": "https://93.184.215.14/authops"}, headers=h)
     assert r.status_code == 201, r.text
     secret = r.json()["secret"]
     assert len(secret) >= 40
     listed = client.get("/api/v1/governance/webhooks", headers=h).json()
-    assert [x["url"] for x in listed] == ["https://hooks.example.org/authops"] and "secret" not in listed[0]
+    assert [x["url"] for x in listed] == ["https://93.184.215.14/authops"] and "secret" not in listed[0]
     session.expire_all()
     stored = session.get(Webhook, r.json()["id"]).secret
     assert secret not in stored and stored != secret

@@ -449,7 +449,7 @@ def test_vetoes_block_renewal_automatically(session, w):
     operator.record_fact(session, operator_org_id=w["op1_org"].id, kind="assessment_unqualified", year=2028,
                          summary="2028 assessment unqualified again", actor=w["bureau"])
     assert case.state == "vetoed"
-    assert case.facts["vetoes"] == ["assessment_unqualified: 2 in total (years 2027, 2028)"]
+    assert case.facts["vetoes"] == ["assessment_unqualified: 2 years in total (years 2027, 2028)"]
     last = workflow.history(session, case)[-1]
     assert (last.action, last.actor_kind, last.from_state, last.to_state) == ("veto", "system", "submitted", "vetoed")
     with pytest.raises(workflow.IllegalTransition):

@@ -22,10 +22,12 @@ from sqlmodel import select
 from authops.audit import log as audit_log
 from authops.audit.models import AuditEvent
 from authops.core.clock import utcnow
+from authops.core.errors import InvalidInput
 from authops.core.identity import OrgKind
+from authops.core.settings import Mode
 from authops.platform.governance import notifications, outbox
-from authops.platform.governance.models import Outbox
-from tests.support.builders import make_org, make_user
+from authops.platform.governance.models import Outbox, Webhook
+from tests.support.builders import login, make_org, make_user
 
 
 class _Hook:
@@ -59,7 +61,14 @@ class _Hook:
 
 
 @pytest.fixture
-def hook_server():
+def private_hosts(db_settings, monkeypatch):
+    """These tests post to servers on 127.0.0.1: allow private hosts explicitly (off by default)."""
+    monkeypatch.setattr(db_settings, "webhook_allow_private_hosts", True)
+    return db_settings
+
+
+@pytest.fixture
+def hook_server(private_hosts):
     servers = []
 
     def make(**kw):
@@ -138,7 +147,7 @@ def test_backoff_doubles_and_is_capped():
     assert outbox.backoff(30).total_seconds() == outbox.BACKOFF_MAX_SECONDS
 
 
-def test_unreachable_endpoint_is_retried(session, db_settings, org):
+def test_unreachable_endpoint_is_retried(session, db_settings, org, private_hosts):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -302,3 +311,46 @@ def test_a_secret_under_another_key_fails_clearly(session, db_settings, org, hoo
     assert outbox.deliver_due(db_settings)["failed"] == 1
     [row] = _rows(session)
     assert "secret cannot be opened" in row.last_error and srv.received == []
+
+
+# --- where webhooks may point (SSRF) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:5432/",
+                                 "http://localhost:8000/x", "http://10.1.2.3/hook", "http://[::1]/hook",
+                                 "http://224.0.0.1/hook", "http://0.0.0.0/hook", "http://[::ffff:127.0.0.1]/h"])
+def test_a_webhook_into_the_platforms_networks_is_refused(session, db_settings, org, url):
+    with pytest.raises(InvalidInput) as exc:
+        outbox.create_webhook(session, db_settings, org_id=org.id, url=url, actor=_actor(org))
+    assert exc.value.code == "webhook_host_refused" and exc.value.details == {"field": "url"}
+    assert "public addresses only" in exc.value.message
+    assert session.exec(select(Webhook)).all() == []
+
+
+def test_the_address_is_checked_again_when_sending(session, db_settings, org, hook_server, monkeypatch):
+    """Made while private hosts were allowed (or the DNS answer changed since): delivery refuses, for good."""
+    srv = hook_server()
+    outbox.create_webhook(session, db_settings, org_id=org.id, url=srv.url, actor=_actor(org))
+    _notify(session, org)
+    monkeypatch.setattr(db_settings, "webhook_allow_private_hosts", False)
+    assert outbox.deliver_due(db_settings)["failed"] == 1
+    [row] = _rows(session)
+    assert row.state == "failed" and "loopback" in row.last_error and srv.received == []
+
+
+def test_a_public_address_is_accepted_and_production_wants_https(session, db_settings, org, monkeypatch):
+    hook, _ = outbox.create_webhook(session, db_settings, org_id=org.id, url="https://93.184.215.14/hook",
+                                    actor=_actor(org))
+    assert hook.url == "https://93.184.215.14/hook"
+    monkeypatch.setattr(db_settings, "mode", Mode.PRODUCTION)
+    with pytest.raises(InvalidInput) as exc:
+        outbox.create_webhook(session, db_settings, org_id=org.id, url="http://93.184.215.14/hook", actor=_actor(org))
+    assert "https" in exc.value.message and exc.value.details == {"field": "url"}
+
+
+def test_the_webhook_route_refuses_the_metadata_address(client, session, org):
+    user = make_user(session, org, "partner_admin")
+    session.commit()
+    r = client.post("/api/v1/governance/webhooks", headers=login(client, user.username),
+                    json={"url": "http://169.254.169.254/latest/meta-data"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "webhook_host_refused"
+    assert "link-local" in r.json()["error"]["message"]

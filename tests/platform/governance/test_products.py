@@ -339,7 +339,7 @@ def test_guard_call_refuses_without_agreement_or_consent_and_after_revocation(se
     assert e.value.code == "no_consent" and "subject_id" in e.value.message
     c, _ = give_consent(session, db_settings, p, cust, scope=["rows"])
     ok = products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_A.lower(),
-                             settings=db_settings)
+                             purpose="贷前核验", settings=db_settings)
     assert ok["consent_id"] == c.id and ok["agreement"].startswith("UA-")
     with pytest.raises(Forbidden):  # another subject
         products.guard_call(session, customer_org_id=cust, product_id=p.id, subject_id=ID_B, settings=db_settings)
@@ -362,18 +362,20 @@ def test_call_check_route_answers_and_logs(client, session, db_settings, world):
     session.commit()
     h = login(client, user.username)
     url = f"/api/v1/governance/products/{p.id}/call-check"
-    r = client.post(url, json={}, headers=h)
+    r = client.post(url, json={}, headers=h)  # every call names its purpose
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "body.purpose"
+    r = client.post(url, json={"purpose": "贷前核验"}, headers=h)
     assert r.status_code == 200 and r.json()["allowed"] is False and r.json()["code"] == "no_active_agreement"
     a = usage_agreement(session, p, world["customer"].id)
     session.commit()
-    r = client.post(url, json={}, headers=h)
+    r = client.post(url, json={"purpose": "贷前核验"}, headers=h)
     assert r.json()["allowed"] is True and r.json()["agreement"] == a.number
     agreements.terminate(session, a, who(world["customer"]), "业务终止")
     session.commit()
-    r = client.post(url, json={}, headers=h)
+    r = client.post(url, json={"purpose": "贷前核验"}, headers=h)
     assert r.json()["allowed"] is False and "terminated" in r.json()["reason"]
     assert len(session.exec(select(AuditEvent).where(AuditEvent.action == "gov.call.refused")).all()) == 2
     draft = Product(code="not_registered", partner_org_id=world["partner"].id, name_zh="草稿", state="draft")
     session.add(draft)
     session.commit()
-    assert client.post(f"/api/v1/governance/products/{draft.id}/call-check", json={}, headers=h).status_code == 404
+    assert client.post(f"/api/v1/governance/products/{draft.id}/call-check", json={"purpose": "贷前核验"}, headers=h).status_code == 404

@@ -12,7 +12,7 @@ from authops.audit.models import AuditEvent
 from authops.core.errors import AuthopsError
 from authops.core.identity import OrgKind
 from authops.platform.governance import partners, tools, workflow
-from tests.platform.governance.matrix_scenarios import PLEDGE, org_actor, tool_body
+from tests.platform.governance.matrix_scenarios import PLEDGE, authorize_operator, org_actor, tool_body
 from tests.support.builders import login, make_org, make_user
 from tests.support.catalog import make_resource
 
@@ -59,6 +59,10 @@ def test_a_tool_needs_the_bureaus_approval_before_anything_is_opened_for_it(sess
 
 def test_the_pledge_is_required_and_accepted_by_its_hash(session, w):
     operator = org_actor(w["operator"])
+    with pytest.raises(AuthopsError) as e:  # an operator files a tool request only under its authorization
+        tools.apply(session, actor=operator, body=tool_body(w["code"]))
+    assert e.value.code == "no_active_authorization"
+    authorize_operator(session, w["bureau"], w["operator"])
     with pytest.raises(AuthopsError) as e:
         tools.apply(session, actor=operator, body={**tool_body(w["code"]), "pledge": "", "resources": ["nope"]})
     assert {p["field"] for p in e.value.details["problems"]} == {"pledge", "resources[0]"}
