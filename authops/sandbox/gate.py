@@ -11,6 +11,9 @@ Runs in the trusted worker, outside the jail, on the pre-release table of one ou
   refused; then k-anonymity over the quasi-identifiers.
 - model: scores only (numbers within the declared bounds, rounded); keys are tokenized, or the
   scores answer the requester's claims.
+- labels (verify and model): extra answer columns of text, each value (or, with a separator, each
+  code in it) one of the values the spec declares, else the release is refused; aggregate `post`
+  columns are computed after the noise from the released row alone and checked the same way.
 
 Any column the policy does not account for is refused, naming the column and the input field
 it came from. Refusals never quote a value. Last, every string that leaves is scanned for what
@@ -146,17 +149,51 @@ def _answers(table: pa.Table, output: PlannedOutput, key: str, value: str, claim
     return picked, found
 
 
+def _check_label(output: PlannedOutput, values: pa.ChunkedArray | pa.Array, label: m.Label, name: str) -> None:
+    """Refuse a label column holding a value (or, with a separator, a code) outside its declared set."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        raise _refuse(output, f"label {name!r} holds {values.type}, not text", column=name)
+    allowed = pa.array(list(label.values), pa.string())
+    if label.separator:
+        parts = pc.list_flatten(pc.split_pattern(values.cast(pa.string()), label.separator))
+        parts = pc.filter(parts, pc.not_equal(parts, ""))
+        ok = pc.is_in(parts, value_set=allowed)
+    else:
+        ok = pc.is_in(pc.drop_null(values.cast(pa.string())), value_set=allowed)
+    if len(ok) and not pc.all(ok).as_py():
+        raise _refuse(output, f"label {name!r} holds a value outside {list(label.values)}", column=name)
+
+
+def _label_columns(output: PlannedOutput) -> list[tuple[str, m.Label]]:
+    return list(zip(output.roles.get("labels", ()), output.release.labels))
+
+
+def _claimed_labels(output: PlannedOutput, table: pa.Table, key: str, given: pa.Array,
+                    found: np.ndarray) -> dict[str, pa.Array]:
+    """Per claim, each label's value in the matching row (null where no row matches)."""
+    out = {}
+    for name, label in _label_columns(output):
+        _check_label(output, _column(table, output, name), label, name)
+        picked, _ = _answers(table, output, key, name, given, None)
+        out[name] = pc.if_else(pa.array(found), picked.cast(pa.string()), pa.scalar(None, pa.string()))
+    return out
+
+
 def _verify(output: PlannedOutput, table: pa.Table, claims: Sequence[Any] | None) -> Released:
     r: m.VerifyRelease = output.release
     claim, answer = output.roles["claim"][0], output.roles["answer"][0]
-    _unaccounted(table, output, [claim, answer])
+    _unaccounted(table, output, [claim, answer, *output.roles.get("labels", ())])
     given = _claims(output, claims)
     picked, found = _answers(table, output, claim, answer, given, r.values)
     out = pc.if_else(pa.array(found), picked.cast(pa.string()), pa.scalar(r.absent, pa.string()))
     out = pc.fill_null(out, r.absent)
-    released = pa.table({"claim": given, "answer": out})
+    labels = _claimed_labels(output, table, claim, given, found)
+    released = pa.table({"claim": given, "answer": out, **labels})
     return Released(output.name, "verify", released,
-                    {"claims": len(given), "answered": int(found.sum()), "values": list(r.values)})
+                    {"claims": len(given), "answered": int(found.sum()), "values": list(r.values),
+                     "labels": list(labels)})
 
 
 # --- aggregate ---------------------------------------------------------------------------------
@@ -173,7 +210,28 @@ def _aggregate(output: PlannedOutput, source, spec) -> Released:
         raise TypeError("aggregate outputs are released from a Parquet file of their rows or from partials")
     summary = rel.summary()
     summary["histograms"] = sorted(rel.histograms)
-    return Released(output.name, "aggregate", rel.table, summary, rel.epsilon, rel.delta)
+    table = _post(output, rel.table)
+    if output.post:
+        summary["post"] = [name for name, _ in output.post]
+    return Released(output.name, "aggregate", table, summary, rel.epsilon, rel.delta)
+
+
+def _post(output: PlannedOutput, table: pa.Table) -> pa.Table:
+    """Columns computed from each released (noisy) row alone: post-processing, no privacy cost."""
+    if not output.post:
+        return table
+    import polars as pl
+
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    for name, typed in output.post:
+        df = df.with_columns(typed.build({}).alias(name))
+    by_name = {pcol.name: pcol for pcol in output.release.post}
+    for name, typed in output.post:
+        allowed = by_name[name].values or typed.domain
+        if typed.dtype == DType.STRING and allowed is not None:
+            _check_label(output, df.get_column(name).to_arrow(), m.Label(column=name, values=tuple(allowed)), name)
+    return df.to_arrow()
 
 
 # --- record ------------------------------------------------------------------------------------
@@ -243,7 +301,8 @@ def _model(output: PlannedOutput, table: pa.Table, token_key: bytes, claims: Seq
     r: m.ModelRelease = output.release
     score = output.roles["score"][0]
     key = output.roles["key"][0] if output.roles.get("key") else None
-    _unaccounted(table, output, [c for c in (key, score) if c])
+    labels = list(output.roles.get("labels", ()))
+    _unaccounted(table, output, [c for c in (key, score) if c] + labels)
     if code and r.bounds is None:
         raise _refuse(output, "a model output of partner code needs bounds for its score, so a score "
                       "cannot carry other data")
@@ -254,8 +313,9 @@ def _model(output: PlannedOutput, table: pa.Table, token_key: bytes, claims: Seq
         picked, found = _answers(table, output, key, score, given, None)
         scores = _scores(output, picked)
         scores = pc.if_else(pa.array(found), scores, pa.scalar(None, pa.float64()))
-        return Released(output.name, "model", pa.table({"claim": given, "score": scores}),
-                        {"claims": len(given), "scored": int(found.sum())})
+        extra = _claimed_labels(output, table, key, given, found)
+        return Released(output.name, "model", pa.table({"claim": given, "score": scores, **extra}),
+                        {"claims": len(given), "scored": int(found.sum()), "labels": list(extra)})
     cols, names = [], []
     if key is not None:
         col = output.column(key)
@@ -268,6 +328,11 @@ def _model(output: PlannedOutput, table: pa.Table, token_key: bytes, claims: Seq
         names.append(key)
     cols.append(_scores(output, _column(table, output, score)))
     names.append(score)
+    for name, label in _label_columns(output):
+        values = _column(table, output, name)
+        _check_label(output, values, label, name)
+        cols.append(values)
+        names.append(name)
     released = pa.table(cols, names=names)
     return Released(output.name, "model", released,
                     {"rows": released.num_rows, "key": "tokenized" if key else None,

@@ -102,6 +102,17 @@ def bucket_labels(edges: list[float | int]) -> list[str]:
     return [*labels, f"[{_num_label(edges[-1])}, +inf)"]
 
 
+def _fixed(e: pl.Expr, decimals: int) -> pl.Expr:
+    """A number as text with exactly `decimals` decimals, rounded half away from zero ('1.05', '-0.50')."""
+    scaled = (e.cast(pl.Float64) * 10**decimals).round(0, mode="half_away_from_zero").cast(pl.Int64)
+    whole = (scaled.abs() // 10**decimals).cast(pl.String)
+    sign = pl.when(scaled < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    if decimals == 0:
+        return pl.concat_str([sign, whole])
+    frac = (scaled.abs() % 10**decimals).cast(pl.String).str.zfill(decimals)
+    return pl.concat_str([sign, whole, pl.lit("."), frac])
+
+
 class Checker:
     def __init__(self, text: str, scope: Scope) -> None:
         self.text = text
@@ -278,7 +289,48 @@ class Checker:
             self.want(args[1], n.args[1], (DType.STRING,), "contains()")
             return self.derive(args, DType.BOOL,
                                lambda p: a.build(p).str.contains(args[1].build(p), literal=True))
+        if n.name == "concat":
+            for node, x in zip(n.args, args):
+                self.want(x, node, (DType.STRING,), "concat()")
+            return self.derive(args, DType.STRING, lambda p: pl.concat_str([x.build(p) for x in args]))
+        if n.name in ("least", "greatest"):
+            for node, x in zip(n.args, args):
+                self.want(x, node, NUMERIC, f"{n.name}()")
+            out, _ = self.unify(n, args, f"the arguments of {n.name}()")
+            fn = pl.min_horizontal if n.name == "least" else pl.max_horizontal
+            return self.derive(args, out, lambda p: fn([self.cast(x, out, p) for x in args]))
+        if n.name == "reasons":
+            return self.reasons(n, args)
+        if n.name == "fixed":
+            self.want(a, n.args[0], NUMERIC, "fixed()")
+            d = n.args[1]
+            if not (isinstance(d, Lit) and d.kind == "int" and 0 <= d.value <= 6):
+                raise self.fail(d, "fixed()'s second argument is a whole number of decimals from 0 to 6")
+            return self.derive(args[:1], DType.STRING, lambda p: _fixed(a.build(p), d.value))
         raise self.fail(n, f"function {n.name}() is not implemented")  # pragma: no cover
+
+    def reasons(self, n: Call, args: list[Typed]) -> Typed:
+        """reasons(cond, 'CODE', cond, 'CODE', ...): the codes whose condition holds, in order, joined by ';'
+        ('' when none): reason codes for a label with separator ';'. A null condition counts as false."""
+        if len(args) % 2:
+            raise self.fail(n, "reasons() takes pairs: a true/false condition, then its code in quotes")
+        codes = []
+        for i in range(0, len(args), 2):
+            self.want(args[i], n.args[i], (DType.BOOL,), "reasons()")
+            code = n.args[i + 1]
+            if not (isinstance(code, Lit) and code.kind == "string") or not code.value or ";" in code.value:
+                raise self.fail(code, "each condition in reasons() is followed by its code: text in quotes, "
+                                      "not empty, without ';'")
+            codes.append(code.value)
+        if len(set(codes)) != len(codes):
+            raise self.fail(n, "reasons() codes must differ from each other")
+        conds = args[0::2]
+
+        def build(p: Params) -> pl.Expr:
+            parts = [pl.when(c.build(p).fill_null(False)).then(pl.lit(code)).otherwise(pl.lit(None, dtype=pl.String))
+                     for c, code in zip(conds, codes)]
+            return pl.concat_str(parts, separator=";", ignore_nulls=True).fill_null("")
+        return self.derive(conds, DType.STRING, build)
 
     def bucket(self, n: Call) -> Typed:
         a = self.check(n.args[0])

@@ -68,6 +68,34 @@ def _lazy(data: InputData, inp: PlannedInput) -> pl.LazyFrame:
     return lf.select(cols)
 
 
+def _agg(fn: str, col: str | None, cond: pl.Expr | None) -> pl.Expr:
+    """One aggregate, over the rows where `cond` holds when there is one."""
+    if cond is None:
+        return _AGG[fn](col)
+    cond = cond.fill_null(False)
+    if fn == "count":
+        return cond.sum().cast(pl.Int64)
+    return _FILTERED[fn](pl.col(col).filter(cond))
+
+
+_FILTERED = {"count_distinct": lambda e: e.drop_nulls().n_unique().cast(pl.Int64), "sum": lambda e: e.sum(),
+             "mean": lambda e: e.mean(), "min": lambda e: e.min(), "max": lambda e: e.max(),
+             "any": lambda e: e.any(), "all": lambda e: e.all()}
+_EMPTY = {"count": 0, "count_distinct": 0, "any": False}  # a left join's unmatched rows: no rows aggregated
+
+
+def _join(lf: pl.LazyFrame, right: pl.LazyFrame, step: JoinPlan, values: Mapping[str, Any]) -> pl.LazyFrame:
+    if not step.aggregate:
+        return lf.join(right, left_on=list(step.left), right_on=list(step.right), how=step.how,
+                       coalesce=False, nulls_equal=False)
+    grouped = right.group_by(list(step.right)).agg(
+        [_agg(a.fn, a.column, a.where.build(values) if a.where else None).alias(a.name) for a in step.aggregate])
+    out = lf.join(grouped, left_on=list(step.left), right_on=list(step.right), how=step.how,
+                  coalesce=False, nulls_equal=False).drop(list(step.right))
+    fill = [pl.col(a.name).fill_null(_EMPTY[a.fn]) for a in step.aggregate if a.fn in _EMPTY]
+    return out.with_columns(fill) if fill and step.how == "left" else out
+
+
 def lazy_outputs(plan: Plan, inputs: Mapping[str, InputData],
                  params: Mapping[str, Any] | None = None) -> dict[str, pl.LazyFrame]:
     """The outputs as lazy frames, for callers that stream them (e.g. `sink_parquet`)."""
@@ -76,15 +104,15 @@ def lazy_outputs(plan: Plan, inputs: Mapping[str, InputData],
     lf = frames[plan.base]
     for step in plan.steps:
         if isinstance(step, JoinPlan):
-            lf = lf.join(frames[step.alias], left_on=list(step.left), right_on=list(step.right), how=step.how,
-                         coalesce=False, nulls_equal=False)
+            lf = _join(lf, frames[step.alias], step, values)
         elif isinstance(step, DerivePlan):
             lf = lf.with_columns(step.expr.build(values).alias(step.name))
         elif isinstance(step, FilterPlan):
             lf = lf.filter(step.expr.build(values))
         elif isinstance(step, SummarizePlan):
             lf = lf.group_by(list(step.by), maintain_order=True).agg(
-                [_AGG[fn](col).alias(name) for name, fn, col in step.aggregates])
+                [_agg(fn, col, step.where[name].build(values) if name in step.where else None).alias(name)
+                 for name, fn, col in step.aggregates])
     return {name: lf.select([pl.col(c.key).alias(c.name) for c in o.columns]) for name, o in plan.outputs.items()}
 
 

@@ -29,6 +29,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "year": (1, 1), "month": (1, 1), "day": (1, 1), "quarter": (1, 1), "weekday": (1, 1), "date": (1, 1),
     "date_diff_days": (2, 2), "bucket": (2, 3), "coalesce": (2, 16), "abs": (1, 1), "round": (1, 2),
     "length": (1, 1), "upper": (1, 1), "lower": (1, 1), "substr": (2, 3), "contains": (2, 2),
+    "concat": (2, 16), "least": (2, 16), "greatest": (2, 16), "reasons": (2, 32), "fixed": (2, 2),
 }
 _NUMBER = re.compile(r"\d+(\.\d+)?([eE][+-]?\d+)?")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")

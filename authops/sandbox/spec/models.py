@@ -71,9 +71,18 @@ class Join(_Model):
     input: Name
     how: Literal["inner", "left"] = "inner"
     keys: tuple[Name | KeyPair, ...] = Field(min_length=1, max_length=8)
+    # pre-aggregate the joined input by its key fields first: one row per key, so a join keeps the
+    # flow's rows (and a left join its rows unmatched, with counts 0 and any() false)
+    aggregate: tuple[SummaryAggregate, ...] | None = Field(default=None, min_length=1, max_length=64)
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(k, k) if isinstance(k, str) else (k.left, k.right) for k in self.keys]
+
+    @model_validator(mode="after")
+    def _names(self) -> Join:
+        if self.aggregate:
+            _unique([a.name for a in self.aggregate], "aggregate names")
+        return self
 
 
 class Derive(_Model):
@@ -86,12 +95,16 @@ class SummaryAggregate(_Model):
     name: Name
     fn: Literal["count", "count_distinct", "sum", "mean", "min", "max", "any", "all"]
     column: ColumnRef | None = None
+    where: Expression | None = None  # aggregate only the rows for which this is true
 
     @model_validator(mode="after")
     def _column(self) -> SummaryAggregate:
         if self.fn != "count" and self.column is None:
             raise ValueError(f"aggregate {self.name!r} ({self.fn}) needs a column")
         return self
+
+
+Join.model_rebuild()
 
 
 class Summarize(_Model):
@@ -118,18 +131,47 @@ class SummarizeStep(_Model):
 Step = JoinStep | FilterStep | DeriveStep | SummarizeStep
 
 
+class Label(_Model):
+    """An extra answer column released beside a verify answer or a score: text from a declared set.
+
+    With `separator`, the text is a list of codes joined by it (e.g. reason codes 'TAX;COURT'),
+    each one of `values`; the empty text means none."""
+
+    column: ColumnRef
+    values: tuple[str, ...] = Field(min_length=1, max_length=64)
+    separator: str | None = Field(default=None, min_length=1, max_length=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _values(self) -> Label:
+        _unique(list(self.values), f"label {self.column!r} values")
+        if self.separator and any(self.separator in v for v in self.values):
+            raise ValueError(f"label {self.column!r}: a value contains the separator {self.separator!r}")
+        return self
+
+
+def _labels_ok(labels: tuple[Label, ...], taken: list[str | None]) -> None:
+    cols = [lab.column for lab in labels]
+    _unique(cols, "label columns")
+    both = [c for c in cols if c in taken]
+    if both:
+        raise ValueError(f"label column {both[0]!r} is already released in another role")
+
+
 class VerifyRelease(_Model):
     policy: Literal["verify"]
     claim: ColumnRef
     answer: ColumnRef
     values: tuple[str, ...] = Field(min_length=2)
     absent: str
+    labels: tuple[Label, ...] = Field(default=(), max_length=16)
 
     @model_validator(mode="after")
     def _absent(self) -> VerifyRelease:
         _unique(list(self.values), "verify values")
         if self.absent not in self.values:
             raise ValueError(f"absent answer {self.absent!r} is not one of the values {list(self.values)}")
+        _labels_ok(self.labels, [self.claim, self.answer])
         return self
 
 
@@ -154,6 +196,16 @@ class Measure(_Model):
         return self
 
 
+class PostColumn(_Model):
+    """A column computed after the noise from a released row's group columns and noisy measures
+    (post-processing: it costs no privacy budget), e.g. a flag; text results take declared values."""
+
+    name: Name
+    expr: Expression
+    values: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=64)
+    description: str = ""
+
+
 class AggregateRelease(_Model):
     policy: Literal["aggregate"]
     group_by: tuple[ColumnRef, ...] = ()
@@ -163,10 +215,11 @@ class AggregateRelease(_Model):
     min_cell: int = Field(ge=1)
     max_rows_per_unit: int = Field(default=1, ge=1)
     privacy_unit: ColumnRef | None = None
+    post: tuple[PostColumn, ...] = Field(default=(), max_length=16)
 
     @model_validator(mode="after")
     def _names(self) -> AggregateRelease:
-        _unique([m.name for m in self.measures], "measure names")
+        _unique([m.name for m in self.measures] + [c.name for c in self.post], "measure and post column names")
         if sum(m.fn == "count" for m in self.measures) > 1:
             raise ValueError("list at most one count measure")
         return self
@@ -191,10 +244,12 @@ class ModelRelease(_Model):
     score: ColumnRef
     key: ColumnRef | None = None
     bounds: Bounds | None = None
+    labels: tuple[Label, ...] = Field(default=(), max_length=16)
 
     @model_validator(mode="after")
     def _bounds(self) -> ModelRelease:
         _ordered(self.bounds, "model score")
+        _labels_ok(self.labels, [self.score, self.key])
         return self
 
 

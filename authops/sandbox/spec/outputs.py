@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from authops.core.data.schema import DType, Kind, PrivacyUnit
 from authops.sandbox.spec import models as m
-from authops.sandbox.spec.check import NUMERIC
+from authops.sandbox.spec.check import NUMERIC, SimpleScope, Typed, check
+from authops.sandbox.spec.errors import ExprError
 from authops.sandbox.spec.errors import SpecError
 from authops.sandbox.spec.plan import UNIT_COLUMN, FlowColumn, OutputColumn, PlannedOutput
 
@@ -39,6 +40,8 @@ def _unit(p: _Planner, r: m.AggregateRelease, where: str) -> tuple[FlowColumn | 
                             f"vehicle; name the column that says whose data a row is")
         return col, _UNIT_OF_KIND[kind]
     for alias in p.joined:
+        if alias in p.aggregated:  # its rows were summed up per key: its unit is not a row's
+            continue
         inp = p.inputs[alias]
         unit = inp.schema.unit_field
         if inp.schema.privacy_unit == PrivacyUnit.NONE or not unit:
@@ -111,6 +114,68 @@ def _aggregate(p: _Planner, r: m.AggregateRelease, where: str, warnings: list[st
     return cols, measure_columns
 
 
+def _labels(p: _Planner, labels: tuple[m.Label, ...], where: str, warnings: list[str]) -> list[OutputColumn]:
+    """Extra enumerated answer columns: text, and when the spec shows their values, among the declared ones."""
+    cols = []
+    for i, lab in enumerate(labels):
+        at = f"{where}.labels[{i}]"
+        c = p.ref(lab.column, at)
+        if c.dtype != DType.STRING:
+            raise SpecError(f"{at}: {c.key} is {c.dtype.value}; a label is text taking one of its values, e.g. "
+                            f"case when n > 0 then 'yes' else 'no' end, or bucket(x, [..], [..])")
+        if c.domain is not None and lab.separator is None:
+            extra = [v for v in c.domain if v not in lab.values]
+            if extra:
+                raise SpecError(f"{at}: {c.key} can be {extra[0]!r}, which is not among the values {list(lab.values)}")
+        elif c.domain is None:
+            warnings.append(f"{at}: the spec does not show which values {c.key} takes; the gate refuses any value "
+                            f"outside {list(lab.values)}")
+        cols.append(_out(c))
+    return cols
+
+
+def _post(r: m.AggregateRelease, cols: list[OutputColumn], measures: dict[str, str], where: str
+          ) -> tuple[tuple[str, Typed], ...]:
+    """Post-processing columns: expressions over a released row (group columns, noisy measures)."""
+    types: dict[str, DType] = {}
+    domains: dict[str, tuple[str, ...]] = {}
+    for g in cols[:len(r.group_by)]:
+        types[g.name] = g.dtype
+        if g.domain:
+            domains[g.name] = g.domain
+    if not any(ms.fn == "count" for ms in r.measures):
+        types["count"] = DType.INT
+    for ms in r.measures:
+        if ms.fn != "histogram":
+            types[ms.name] = DType.FLOAT if ms.fn == "mean" else DType.INT
+    out = []
+    for i, pc in enumerate(r.post):
+        at = f"{where}.post[{pc.name}]"
+        if pc.name in types:
+            raise SpecError(f"{at}: {pc.name!r} is already a released column; choose another name")
+        try:
+            typed = check(pc.expr, SimpleScope(dict(types), {}, dict(domains)))
+        except ExprError as exc:
+            raise exc.located(at) from None
+        if typed.dtype is None:
+            raise SpecError(f"{at}: {pc.name!r} would always be null; give it a value")
+        if typed.dtype == DType.STRING:
+            if typed.domain is None and pc.values is None:
+                raise SpecError(f"{at}: a text post column takes known values: write a case over literals, or "
+                                f"list its values")
+            allowed = pc.values if pc.values is not None else typed.domain
+            extra = [v for v in (typed.domain or ()) if v not in (allowed or ())]
+            if extra:
+                raise SpecError(f"{at}: {pc.name} can be {extra[0]!r}, which is not among the values {list(allowed)}")
+        elif pc.values is not None:
+            raise SpecError(f"{at}: values are for text columns, but {pc.name} is {typed.dtype.value}")
+        types[pc.name] = typed.dtype
+        if typed.domain:
+            domains[pc.name] = typed.domain
+        out.append((pc.name, typed))
+    return tuple(out)
+
+
 def _record(p: _Planner, r: m.RecordRelease, where: str) -> list[OutputColumn]:
     return [_out(p.ref(c, f"{where}.columns")) for c in r.columns]
 
@@ -130,10 +195,12 @@ def plan_output(p: _Planner, o: m.OutputSpec) -> tuple[PlannedOutput, list[str]]
     where = f"outputs[{o.name}].release"
     r = o.release
     warnings: list[str] = []
-    unit_col, unit, measures = None, PrivacyUnit.NONE, {}
+    unit_col, unit, measures, post = None, PrivacyUnit.NONE, {}, ()
     if isinstance(r, m.VerifyRelease):
         cols = _verify(p, r, where, warnings)
-        roles = {"claim": (cols[0].name,), "answer": (cols[1].name,)}
+        labels = _labels(p, r.labels, where, warnings)
+        roles = {"claim": (cols[0].name,), "answer": (cols[1].name,), "labels": tuple(c.name for c in labels)}
+        cols += labels
     elif isinstance(r, m.AggregateRelease):
         cols, measures = _aggregate(p, r, where, warnings)
         roles = {"group_by": tuple(c.name for c in cols[:len(r.group_by)])}
@@ -144,6 +211,7 @@ def plan_output(p: _Planner, o: m.OutputSpec) -> tuple[PlannedOutput, list[str]]
         if found is not None:
             cols.append(_out(found, UNIT_COLUMN))
             unit_col = UNIT_COLUMN
+        post = _post(r, cols, measures, where)
     elif isinstance(r, m.RecordRelease):
         cols = _record(p, r, where)
         by_ref = dict(zip(r.columns, (c.name for c in cols)))
@@ -151,9 +219,13 @@ def plan_output(p: _Planner, o: m.OutputSpec) -> tuple[PlannedOutput, list[str]]
                  "quasi_identifiers": tuple(by_ref[q] for q in r.quasi_identifiers)}
     else:
         cols = _model(p, r, where)
-        roles = {"score": (cols[-1].name,), "key": (cols[0].name,) if r.key else ()}
+        labels = _labels(p, r.labels, where, warnings)
+        roles = {"score": (cols[-1].name,), "key": (cols[0].name,) if r.key else (),
+                 "labels": tuple(c.name for c in labels)}
+        cols += labels
     _distinct_names(cols, where)
-    return PlannedOutput(o.name, r, tuple(cols), frozenset(p.influences), unit_col, unit, measures, roles), warnings
+    return PlannedOutput(o.name, r, tuple(cols), frozenset(p.influences), unit_col, unit, measures, roles,
+                         post), warnings
 
 
 def aggregate_spec(output: PlannedOutput):  # -> authops.sandbox.dp.AggregateSpec

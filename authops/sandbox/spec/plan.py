@@ -61,11 +61,20 @@ class PlannedInput:
 
 
 @dataclass(frozen=True)
+class AggregatePlan:
+    name: str
+    fn: str
+    column: str | None  # the key of the column aggregated
+    where: Typed | None = None  # only the rows where this holds
+
+
+@dataclass(frozen=True)
 class JoinPlan:
     alias: str
     how: str
     left: tuple[str, ...]
     right: tuple[str, ...]
+    aggregate: tuple[AggregatePlan, ...] = ()  # pre-aggregated by the right keys before the join
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class FilterPlan:
 class SummarizePlan:
     by: tuple[str, ...]
     aggregates: tuple[tuple[str, str, str | None], ...]  # (name, fn, column key)
+    where: Mapping[str, Typed] = field(default_factory=dict)  # aggregate name -> its row condition
 
 
 StepPlan = Union[JoinPlan, DerivePlan, FilterPlan, SummarizePlan]
@@ -98,8 +108,9 @@ class PlannedOutput:
     privacy_unit: PrivacyUnit = PrivacyUnit.NONE
     measure_columns: Mapping[str, str] = field(default_factory=dict)  # measure name -> output column
     # which output columns play which part of the policy: verify claim/answer, aggregate group_by,
-    # record columns/quasi_identifiers, model key/score
+    # record columns/quasi_identifiers, model key/score, verify/model labels
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    post: tuple[tuple[str, Typed], ...] = ()  # aggregate: columns computed from the released (noisy) row
 
     @property
     def policy(self) -> str:
@@ -181,6 +192,43 @@ def _schemas(schemas: SchemaMap, resource: str, version: int, where: str) -> Res
     return versions[version]
 
 
+class _InputScope:
+    """The fields of one input, for the aggregates of a pre-aggregating join (bare or input.field)."""
+
+    def __init__(self, planner: _Planner, alias: str) -> None:
+        self.p, self.alias, self.inp = planner, alias, planner.inputs[alias]
+
+    def column(self, ref: Col) -> tuple[str, DType, tuple[str, ...] | None]:
+        c = self.resolve(ref)
+        self.p.used.add(c.key)
+        self.p.uses[(self.inp.resource, c.name)].append(self.p.where)
+        return c.key, c.dtype, c.domain
+
+    def param(self, name: str) -> DType:
+        return self.p.params[name]
+
+    def resolve(self, ref: Col) -> FlowColumn:
+        if ref.alias not in (None, self.alias):
+            raise ValueError(f"the aggregates of a join of {self.alias!r} see only its own fields, not {ref.text!r}")
+        if ref.name not in self.inp.fields:
+            raise ValueError(f"field {ref.name!r} is not read: add it to the fields of inputs[{self.alias}]")
+        f = self.inp.schema.field(ref.name)
+        return FlowColumn(f"{self.alias}.{ref.name}", ref.name, f.dtype, frozenset({(self.inp.resource, ref.name)}),
+                          self.alias, f, f.enum if f.enum else None, (self.inp.resource, ref.name))
+
+    def ref(self, text: str, where: str) -> FlowColumn:
+        self.p.where = where
+        try:
+            c = self.resolve(parse_column(text))
+        except ExprError as exc:
+            raise exc.located(where) from None
+        except ValueError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        self.p.used.add(c.key)
+        self.p.uses[(self.inp.resource, c.name)].append(where)
+        return c
+
+
 class _Planner:
     def __init__(self, spec: m.JobSpec, schemas: SchemaMap) -> None:
         self.spec = spec
@@ -203,6 +251,7 @@ class _Planner:
         self.uses: dict[FieldRef, list[str]] = defaultdict(list)
         self.used: set[str] = set()
         self.summarized_at: str | None = None
+        self.aggregated: set[str] = set()  # inputs pre-aggregated in their join: their fields never enter
         self.where = ""
         base = self.inputs[spec.inputs[0].name]
         # columns known to identify a row, if any: a verify claim should be one of them
@@ -235,6 +284,8 @@ class _Planner:
                 raise ValueError(f"resource {inp.resource!r} v{inp.version} has no field {ref.name!r}")
             if ref.name not in inp.fields:
                 raise ValueError(f"field {ref.name!r} is not read: add it to the fields of inputs[{ref.alias}]")
+            if ref.alias in self.aggregated:
+                raise ValueError(f"input {ref.alias!r} was aggregated in its join; use the join's aggregate columns")
             raise ValueError(f"{key} is gone after the summarize at {self.summarized_at}; group by it or aggregate it")
         found = [c for c in self.frame.values() if c.name == ref.name]
         if len(found) == 1:
@@ -300,6 +351,8 @@ class _Planner:
                 raise SpecError(f"{where}.keys: {lcol.key} is a float; join on identifiers, codes or dates")
             left.append(lcol)
             right.append(rname)
+        if j.aggregate:
+            return self._join_aggregated(j, where, left, right)
         if set(right_in.schema.key) != set(right) or not right_in.schema.key:
             self.unique = None  # a right row may match many: rows can repeat
         self._enter(j.input)
@@ -309,6 +362,46 @@ class _Planner:
             self.uses[(right_in.resource, rname)].append(f"{where}.keys")
             self.influences |= lcol.sources | rcol.sources
         return JoinPlan(j.input, j.how, tuple(c.key for c in left), tuple(f"{j.input}.{r}" for r in right))
+
+    def _join_aggregated(self, j: m.Join, where: str, left: list[FlowColumn], right: list[str]) -> JoinPlan:
+        """A join of an input pre-aggregated by its key fields: one row per key, so the flow's rows
+        neither repeat nor (with how: left) drop; only the aggregate columns enter the flow."""
+        sub = _InputScope(self, j.input)
+        inp = self.inputs[j.input]
+        key_sources = frozenset((inp.resource, r) for r in right)
+        aggs, new = [], {}
+        for a in j.aggregate or ():
+            at = f"{where}.aggregate[{a.name}]"
+            if any(c.name == a.name for c in self.frame.values()) or a.name in new:
+                raise SpecError(f"{at}: {a.name!r} is already a column; choose another name")
+            col = sub.ref(a.column, at) if a.column else None
+            cond = self._where(a.where, at, sub) if a.where else None
+            dtype = self._agg_type(a.fn, col, at)
+            sources = (col.sources if col else frozenset()) | (self.sources_in(cond, sub) if cond else frozenset())
+            new[a.name] = FlowColumn(a.name, a.name, dtype, sources,
+                                     domain=col.domain if col and a.fn in ("min", "max") else None)
+            aggs.append(AggregatePlan(a.name, a.fn, col.key if col else None, cond))
+        for lcol, rname in zip(left, right):
+            self.used.add(f"{j.input}.{rname}")
+            self.uses[(inp.resource, rname)].append(f"{where}.keys")
+            self.influences |= lcol.sources
+        self.influences |= key_sources
+        self.frame.update(new)
+        self.joined.append(j.input)
+        self.aggregated.add(j.input)
+        return JoinPlan(j.input, j.how, tuple(c.key for c in left), tuple(f"{j.input}.{r}" for r in right),
+                        tuple(aggs))
+
+    def _where(self, text: str, at: str, scope: Any = None) -> Typed:
+        self.where = f"{at}.where"
+        try:
+            return check(text, scope or self, want=DType.BOOL, what="an aggregate's where")
+        except ExprError as exc:
+            raise exc.located(f"{at}.where") from None
+
+    @staticmethod
+    def sources_in(typed: Typed, scope: _InputScope) -> frozenset[FieldRef]:
+        return frozenset((scope.inp.resource, k.split(".", 1)[1]) for k in typed.columns)
 
     def derive(self, d: m.Derive, where: str) -> DerivePlan:
         if any(c.name == d.name for c in self.frame.values()):
@@ -328,7 +421,7 @@ class _Planner:
         by = [self.ref(r, f"{where}.by") for r in s.by]
         group_sources = frozenset().union(*(c.sources for c in by))
         new: dict[str, FlowColumn] = {c.key: c for c in by}
-        aggs = []
+        aggs, conds = [], {}
         for a in s.aggregates:
             at = f"{where}.aggregates[{a.name}]"
             if any(c.name == a.name for c in new.values()):
@@ -336,13 +429,16 @@ class _Planner:
             col = self.ref(a.column, at) if a.column else None
             dtype = self._agg_type(a.fn, col, at)
             sources = group_sources | (col.sources if col else frozenset())
+            if a.where:
+                conds[a.name] = self._where(a.where, at)
+                sources |= self.sources(conds[a.name])
             new[a.name] = FlowColumn(a.name, a.name, dtype, sources,
                                      domain=col.domain if col and a.fn in ("min", "max") else None)
             aggs.append((a.name, a.fn, col.key if col else None))
         self.frame = new
         self.unique = frozenset(c.key for c in by)
         self.summarized_at = where
-        return SummarizePlan(tuple(c.key for c in by), tuple(aggs))
+        return SummarizePlan(tuple(c.key for c in by), tuple(aggs), conds)
 
     @staticmethod
     def _agg_type(fn: str, col: FlowColumn | None, at: str) -> DType:
@@ -390,5 +486,5 @@ def build_plan(spec: m.JobSpec, schemas: SchemaMap) -> Plan:
                 {k: tuple(dict.fromkeys(v)) for k, v in p.uses.items()}, tuple(warnings))
 
 
-__all__ = ["POLICY_SHARE_MODES", "UNIT_COLUMN", "FlowColumn", "OutputColumn", "Plan", "PlannedInput",
+__all__ = ["POLICY_SHARE_MODES", "UNIT_COLUMN", "AggregatePlan", "FlowColumn", "OutputColumn", "Plan", "PlannedInput",
            "PlannedOutput", "build_plan", "check_scope", "coerce"]
