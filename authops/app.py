@@ -24,6 +24,7 @@ from authops.platform.catalog.router import router as catalog_router
 from authops.platform.sandbox.router import router as sandbox_router
 from authops.platform.governance.router import public_router as governance_public_router
 from authops.platform.governance.router import router as governance_router
+from authops.platform.products.router import router as products_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
 
 log = logging.getLogger("authops.api")
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sandbox_router, prefix=API_PREFIX)
     app.include_router(governance_router, prefix=API_PREFIX)
     app.include_router(governance_public_router, prefix=API_PREFIX)
+    app.include_router(products_router, prefix=API_PREFIX)
     return app
 
 

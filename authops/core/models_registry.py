@@ -12,6 +12,8 @@ MODEL_MODULES = [
     "authops.policies.budget_models",
     "authops.sandbox.models",
     "authops.platform.governance.models",
+    "authops.billing.models",
+    "authops.platform.products.models",
 ]
 
 

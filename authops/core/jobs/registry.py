@@ -22,6 +22,7 @@ HANDLER_MODULES: list[str] = [
     "authops.core.jobs.registry",
     "authops.platform.catalog.tasks",
     "authops.platform.sandbox.jobs",
+    "authops.platform.products.tasks",
 ]
 
 

@@ -23,4 +23,10 @@ def run_due(settings: Settings, *, force: bool = False) -> dict[str, Any]:
             counts["reviews_overdue"] = len(scenarios.flag_overdue(session) or [])
             counts["agreements_expired"] = len(agreements.sweep_expired(session) or [])
         counts.update({f"reminders_{k}": v for k, v in notifications.flag_due_now(settings).items()})
+        # Answer sets whose sources have newer datasets are rebuilt; expired batch results removed.
+        from authops.platform.products import batch as product_batches
+        from authops.platform.products import precompute
+
+        counts["answer_sets_queued"] = len(precompute.refresh_due(settings))
+        counts["batch_results_expired"] = product_batches.sweep_expired(settings)
     return counts

@@ -1,0 +1,1 @@
+"""Serving registered products: precomputed answer sets, synchronous calls, batch delivery."""

@@ -1,0 +1,168 @@
+"""A synchronous product call, in one transaction:
+
+    product by code → guard_call (registered, active usage agreement, the subject's consent for a
+    personal-information product; a refusal is audited, charges nothing) → Idempotency-Key (the
+    same key and request: the stored response, no second charge; the same key and another
+    request: 409 naming the key) → the current answer set (in-process cache) → the subject's row
+    by its keyed digest → the answer shaped by the product's kind (runtime.shaping) → a usage
+    record at the agreement's price → the audit event `product.call`, naming the subject only by
+    its consent pseudonym → {request_id, registration_number, product, answer, served_from}.
+
+The caller (the route) commits; a refusal is raised after its audit event was queued, so the
+route commits before turning it into an error response.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from authops.audit import log as audit_log
+from authops.billing import metering
+from authops.core.errors import Conflict, InvalidInput, NotFound
+from authops.core.identity import Principal
+from authops.core.settings import Settings
+from authops.platform.governance import consent
+from authops.platform.governance.models import Agreement, Product
+from authops.platform.governance.products import guard_call
+from authops.platform.products import serving
+from authops.products.runtime import answers as rt
+from authops.products.runtime import idempotency, shaping
+
+MAX_SUBJECT = 64
+MAX_PURPOSE = 500
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def product_by_code(session: Session, code: str) -> Product:
+    p = session.exec(select(Product).where(Product.code == code)).first()
+    if p is None:
+        raise NotFound(f"no product {code!r}; see the public catalogue for registered products")
+    return p
+
+
+def check_subject(subject: Any) -> str:
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidInput("subject is required: the ID number, USCC, VIN or plate the call is about",
+                           details={"field": "subject"})
+    if len(subject.strip()) > MAX_SUBJECT:
+        raise InvalidInput(f"subject is at most {MAX_SUBJECT} characters", details={"field": "subject"})
+    return subject.strip()
+
+
+def check_purpose(purpose: Any) -> str | None:
+    if purpose is None or purpose == "":
+        return None
+    if not isinstance(purpose, str) or len(purpose) > MAX_PURPOSE:
+        raise InvalidInput(f"purpose is text of at most {MAX_PURPOSE} characters", details={"field": "purpose"})
+    return purpose
+
+
+def agreement_of(session: Session, number: str) -> Agreement:
+    """The agreement guard_call found (already in the session: no second query)."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Agreement) and obj.number == number:
+            return obj
+    return session.exec(select(Agreement).where(Agreement.number == number)).one()
+
+
+def price_of(a: Agreement) -> tuple[str, int]:
+    terms = a.terms or {}
+    method = str(terms.get("pricing_method") or "free")
+    price = int((terms.get("pricing") or {}).get("price_fen") or 0)
+    return method, price
+
+
+def _actor(principal: Principal | audit_log.Actor) -> audit_log.Actor:
+    return principal if isinstance(principal, audit_log.Actor) else audit_log.Actor(
+        kind=principal.kind, id=principal.id, name=principal.name, org_id=principal.org_id, ip=principal.ip,
+        region=principal.region)
+
+
+def _replay(session: Session, who: audit_log.Actor, p: Product, rec, request_hash: str, key: str,
+            subject_key: str | None) -> dict[str, Any]:
+    if rec.request_sha256 != request_hash or rec.product_id != p.id:
+        audit_log.record(session, who, "product.call.refused", outcome="denied", object_type="product",
+                         object_id=p.id, details={"code": "idempotency_conflict", "request_id": rec.request_id})
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different request "
+                                  f"({rec.request_id}); send a new key for a new request",
+                                  details={"field": idempotency.HEADER, "idempotency_key": key,
+                                           "request_id": rec.request_id})
+    audit_log.record(session, who, "product.call.replay", object_type="product", object_id=p.id,
+                     details={"code": p.code, "request_id": rec.request_id, "subject_key": subject_key})
+    return {**rec.response, "replayed": True}
+
+
+def visible_product(session: Session, code: str, org_id: int | None) -> Product:
+    """The product by code; one that was never registered exists only for its partner, operator and
+    the bureau (others: 404). A product that was registered and no longer is, is refused by the guard."""
+    p = product_by_code(session, code)
+    if p.registration_number is None and org_id is not None:
+        from authops.platform.governance import products as gov_products
+
+        gov_products.get_product(session, p.id, org_id=org_id)
+    return p
+
+
+def call(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,
+         subject: Any, claims: dict[str, Any] | None = None, purpose: Any = None,
+         idempotency_key: str | None = None, channel: str = "call") -> dict[str, Any]:
+    """Answer one call about one subject (see the module docstring). Flushes, never commits.
+
+    An Idempotency-Key is not looked up first: the usage record's unique (customer, key) finds a
+    replay when the record is inserted (one statement fewer per call); the transaction is then
+    rolled back and the stored response returned."""
+    who = _actor(principal)
+    key = idempotency.check_key(idempotency_key)
+    subject = check_subject(subject)
+    purpose = check_purpose(purpose)
+    p = visible_product(session, code, who.org_id)
+    customer = who.org_id
+    if customer is None:
+        raise InvalidInput("product calls are made for an organisation")
+    guard = guard_call(session, customer_org_id=customer, product_id=p.id, subject_id=subject, purpose=purpose,
+                       actor=who, settings=settings)
+    subject_key = consent.subject_key(settings, subject)
+    body = {"subject": rt.normal_subject(subject), "claims": claims or {}, "purpose": purpose}
+    request_hash = idempotency.request_sha256(p.code, body)
+    loaded = serving.answers(session, settings, p.id, p.code)
+    meta = loaded.lookup.meta
+    checked = shaping.check_claims(meta, claims)
+    row = loaded.lookup.get(rt.subject_digest(loaded.key, subject))
+    answer = shaping.shape_answer(meta, row, checked)
+    a = agreement_of(session, guard["agreement"])
+    method, price = price_of(a)
+    request_id = new_request_id()
+    unit_price, amount = metering.amount(method, price, 1, channel="call")
+    response = {"request_id": request_id, "registration_number": p.registration_number, "product": p.code,
+                "answer": answer,
+                "served_from": {"answer_set": loaded.version, "built_at": loaded.built_at.isoformat() + "Z"},
+                "metered": {"units": 1, "amount_fen": amount}}
+    try:
+        metering.meter(session, customer_org_id=customer, product_id=p.id, agreement_id=a.id, request_id=request_id,
+                       pricing_method=method, price_fen=price, units=1, channel=channel, idempotency_key=key,
+                       request_sha256=request_hash, response=response)
+    except IntegrityError:
+        if key is None:
+            raise
+        session.rollback()  # the key was used before (or by a concurrent request): answer as a replay
+        rec = metering.find(session, customer, key)
+        if rec is None:
+            raise
+        return _replay(session, who, p, rec, request_hash, key, subject_key)
+    audit_log.record(session, who, "product.call", object_type="product", object_id=p.id, subjects=1,
+                     details={"code": p.code, "request_id": request_id, "subject_key": subject_key,
+                              "agreement": a.number, "answer_set": loaded.version, "found": row is not None,
+                              "amount_fen": amount, "consent_id": guard.get("consent_id"),
+                              "idempotency_key": bool(key)})
+    return response

@@ -1,0 +1,98 @@
+"""Product invocation routes (prefix /api/v1/products): synchronous calls and batch delivery.
+
+Callers are customers with `product.call`, by API key or login session. A refused call (no agreement,
+no consent, product not registered) is answered 403 and its audit event is committed; it is never
+charged. See authops.platform.products.calls for the call contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, File, Form, Header, Response, UploadFile
+from pydantic import BaseModel, Field
+from sqlmodel import Session
+
+from authops.core.errors import AuthopsError
+from authops.core.identity import Principal
+from authops.core.jobs import service as job_service
+from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
+from authops.platform.products import batch, calls
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+class CallIn(BaseModel):
+    subject: str = Field(max_length=64, description="the subject: ID number, USCC, VIN or plate; never stored")
+    claims: dict[str, str | int] | None = Field(
+        default=None, max_length=20, description="verify products: {output: claimed value}; each claimed output "
+                                                 "answers {claimed, verified}")
+    purpose: str | None = Field(default=None, max_length=500,
+                                description="the purpose of use; must match the subject's consent when given")
+
+
+class CallOut(BaseModel):
+    request_id: str
+    registration_number: str | None
+    product: str
+    answer: dict[str, Any]
+    served_from: dict[str, Any]
+    metered: dict[str, Any]
+    replayed: bool = False
+
+
+def _committing_refusals(session: Session, fn, *args, **kw):
+    """Run fn; on an error, commit what it queued (the refusal's audit event) before answering it."""
+    try:
+        return fn(*args, **kw)
+    except AuthopsError:
+        session.commit()
+        raise
+
+
+@router.post("/{code}/calls", response_model=CallOut, response_model_exclude_none=False)
+def call_product(code: str, body: CallIn, response: Response, session: SessionDep, settings: SettingsDep,
+                 principal: Annotated[Principal, require("product.call")],
+                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
+    """Call a registered product about one subject under your active usage agreement.
+
+    Send an `Idempotency-Key` header to make retries safe: the same key with the same body returns
+    the stored response (no second charge; `replayed: true`), the same key with another body is 409.
+    Verify products answer each output's enumerated value (or, for claimed outputs, whether the
+    claim holds) and never reveal whether the subject is in the source data; score products answer
+    `status: found` with the scores, or `status: not_found`."""
+    out = _committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
+                               subject=body.subject, claims=body.claims, purpose=body.purpose,
+                               idempotency_key=idempotency_key)
+    if out.get("replayed"):
+        response.headers["Idempotent-Replayed"] = "true"
+    return out
+
+
+@router.post("/{code}/batches", status_code=202)
+async def submit_batch(code: str, session: SessionDep, settings: SettingsDep, background: BackgroundTasks,
+                       principal: Annotated[Principal, require("product.call")],
+                       file: Annotated[UploadFile, File(description="UTF-8 CSV with a 'subject' column (and, for a "
+                                                        "verify product, optional claim columns named by output)")],
+                       purpose: Annotated[str | None, Form(max_length=500)] = None):
+    """Upload a list of subjects; a job answers each into a result file only you can download (for 7 days)."""
+    data = await file.read(batch.MAX_BYTES + 1)
+    b, job = _committing_refusals(session, batch.submit, session, settings, principal=actor_of(principal),
+                                  code=code, data=data, filename=file.filename or "", purpose=purpose)
+    background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])  # after the commit
+    return batch.view(session, b)
+
+
+@router.get("/{code}/batches/{batch_id}")
+def get_batch(code: str, batch_id: ObjectId, session: SessionDep,
+              principal: Annotated[Principal, require("product.call")]):
+    return batch.view(session, batch.get_batch(session, batch_id, code=code, org_id=principal.org_id))
+
+
+@router.get("/{code}/batches/{batch_id}/result")
+def batch_result(code: str, batch_id: ObjectId, session: SessionDep, settings: SettingsDep,
+                 principal: Annotated[Principal, require("product.call")]):
+    """The result CSV (row, subject, status, refusal, answer); 410 once it has expired."""
+    b = batch.get_batch(session, batch_id, code=code, org_id=principal.org_id)
+    data = batch.read_result(session, settings, b, principal=actor_of(principal))
+    return Response(content=data, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="batch-{b.id}-result.csv"'})

@@ -1,0 +1,455 @@
+"""Product calls under load: a score call with every check, beside a bare FastAPI endpoint, same run.
+
+Setup (not timed): a temporary data folder and a scratch PostgreSQL database (127.0.0.1:5432, dropped
+at the end); the built-in catalogue and synthetic truck_violations (--scale); a registered score
+product (model release per VIN: violations in the last year x 10, clamped 0-100) marked as touching
+personal information, so every call checks the subject's consent; an operator authorization, a
+usage agreement (per call, 1 yuan), Ed25519-signed consents for --subjects VINs; the answer set built
+by the precompute code; a customer user who creates an API key with product.call over HTTP.
+
+Servers: `uvicorn` serving (a) the real app (authops.app:create_app) and (b) a bare FastAPI app with
+one sync POST endpoint taking the same body model and returning a response of the same shape, with
+the same uvicorn settings (--workers, default loop and HTTP parser, no access log), one at a time.
+Load: a separate process (this file with `load`), an asyncio HTTP/1.1 keep-alive client on raw
+sockets, --connections connections for --seconds after --warmup seconds; each product call sends
+the API key, a consented subject, a purpose and a fresh Idempotency-Key, so each is authenticated
+(API key), authorized (permission matrix, anomaly blocks), guarded (registered product, active
+agreement, consent), answered from the cached answer set, metered (a usage record) and audited
+(a hash-chained event), in one transaction. Reports throughput, p50/p99 latency, the ratio to the
+bare endpoint, and a profile of where a call's time goes (cProfile of calls served in-process).
+Writes bench/results/product_call.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN = os.environ.get("AUTHOPS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+PASSWORD = "Bench-password-42"
+PURPOSE = "货车保险承保定价"
+
+
+# --- the bare app (served by uvicorn as bench.product_call:bare_app --factory) ---------------------
+
+def bare_app():
+    from fastapi import FastAPI
+
+    from authops.platform.products.router import CallIn  # the same body model as the real route
+
+    app = FastAPI()
+
+    def call(code: str, body: CallIn):
+        return {"request_id": "req_" + uuid.uuid4().hex[:24], "registration_number": "SZDP-2026-0001",
+                "product": code, "answer": {"status": "found", "risk_score": 40.0},
+                "served_from": {"answer_set": 1, "built_at": "2026-01-01T00:00:00Z"},
+                "metered": {"units": 1, "amount_fen": 100}, "replayed": False}
+
+    call.__annotations__ = {"code": str, "body": CallIn}  # resolved here, not as strings
+    app.post("/api/v1/products/{code}/calls")(call)
+    return app
+
+
+# --- the load generator (a separate process) -------------------------------------------------------
+
+async def _conn(host: str, port: int, path: str, headers: dict[str, str], subjects: list[str], stop_at: float,
+                record_from: float, lat: list[float], statuses: dict[int, int], idem: bool) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    i = 0
+    base = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    while True:
+        now = time.perf_counter()
+        if now >= stop_at:
+            break
+        body = json.dumps({"subject": subjects[i % len(subjects)], "purpose": PURPOSE}).encode()
+        i += 1
+        extra = f"Idempotency-Key: {uuid.uuid4().hex}\r\n" if idem else ""
+        req = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{base}{extra}Content-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        t0 = time.perf_counter()
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await reader.readexactly(length)
+        t1 = time.perf_counter()
+        if t0 >= record_from:
+            lat.append(t1 - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+    writer.close()
+
+
+async def _load(url: str, key: str | None, subjects: list[str], connections: int, seconds: float, warmup: float,
+                idem: bool) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.perf_counter()
+    record_from = start + warmup
+    stop_at = record_from + seconds
+    await asyncio.gather(*(_conn(u.hostname, u.port, u.path, headers, subjects[i::connections] or subjects, stop_at,
+                                 record_from, lat, statuses, idem) for i in range(connections)))
+    lat.sort()
+    n = len(lat)
+
+    def q(p: float) -> float:
+        return lat[min(n - 1, int(p * n))] * 1000 if n else float("nan")
+
+    return {"requests": n, "seconds": seconds, "rps": n / seconds, "p50_ms": q(0.50), "p90_ms": q(0.90),
+            "p99_ms": q(0.99), "max_ms": lat[-1] * 1000 if n else None, "statuses": statuses,
+            "connections": connections}
+
+
+def load_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("--key")
+    p.add_argument("--subjects", required=True, help="a JSON file listing subjects")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--idempotency", action="store_true")
+    a = p.parse_args(argv)
+    subjects = json.loads(Path(a.subjects).read_text())
+    print(json.dumps(asyncio.run(_load(a.url, a.key, subjects, a.connections, a.seconds, a.warmup, a.idempotency))))
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _database(folder: Path):
+    from sqlalchemy import create_engine, text
+
+    from authops.core import db as core_db
+    from authops.core.settings import Settings
+
+    name = f"authops_bench_calls_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(POSTGRES_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        core_db.upgrade(Settings(data_dir=folder, database_url=url))
+        yield url
+    finally:
+        core_db.dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def score_spec() -> dict[str, Any]:
+    return {"spec_version": 1, "name": "truck_risk_score", "params": {"as_of": {"type": "date"}},
+            "inputs": [{"resource": "truck_violations", "version": 1, "fields": ["vin", "violation_time"]}],
+            "steps": [{"filter": "date_diff_days(:as_of, violation_time) between 0 and 364"},
+                      {"summarize": {"by": ["vin"], "aggregates": [{"name": "violations", "fn": "count"}]}},
+                      {"derive": {"name": "risk", "expr": "violations * 10"}}],
+            "outputs": [{"name": "risk_score", "release": {"policy": "model", "key": "vin", "score": "risk",
+                                                          "bounds": [0, 100]}}]}
+
+
+def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
+    import pyarrow.compute as pc
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from sqlmodel import Session
+
+    from authops.audit import log as audit_log
+    from authops.core.clock import utcnow
+    from authops.core.data.datasets import read_dataset
+    from authops.core.db import get_engine
+    from authops.core.identity import OrgKind
+    from authops.core.storage.store import get_object_store
+    from authops.platform.catalog import csvload, flows, service
+    from authops.platform.catalog.models import Dataset
+    from authops.platform.governance import agreements, consent
+    from authops.platform.governance.models import Product
+    from authops.platform.identity import service as ids
+    from authops.platform.products import precompute
+
+    actor = audit_log.Actor(kind="system", name="bench")
+    with Session(get_engine(settings), expire_on_commit=False) as s:
+        service.load_catalog(s, csvload.BUILTIN, actor=actor)
+        s.commit()
+    flows.load_synthetic(settings, scale=scale, seed=7, only={"truck_violations"})
+    with Session(get_engine(settings), expire_on_commit=False) as s:
+        org = {k: ids.create_org(s, kind=k, code=f"bench-{k.value}", name_zh=f"压测{k.value}", name_en=k.value)
+               for k in (OrgKind.BUREAU, OrgKind.OPERATOR, OrgKind.PARTNER, OrgKind.CUSTOMER)}
+        s.flush()
+        ids.create_user(s, org=org[OrgKind.CUSTOMER], username="bench-customer", display_name="压测", password=PASSWORD,
+                        roles=["customer_admin"])
+        d = agreements.today()
+        agreements.create(s, kind="operator_authorization", party_a_org_id=org[OrgKind.BUREAU].id,
+                          party_b_org_id=org[OrgKind.OPERATOR].id, terms={"scope": "授权运营"},
+                          starts_on=d - timedelta(days=30), ends_on=d + timedelta(days=365), actor=actor, state="active")
+        p = Product(code="truck_risk_score", registration_number="SZDP-2026-0901",
+                    partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
+                    name_zh="货车风险评分", name_en="Truck risk score", category="industry", price_fen=100,
+                    price_unit="call", personal_information=True, release_policy="model", share_mode="query",
+                    pricing_basis="成本加成", scope_of_use="货车保险承保", manner_of_use="接口调用", spec=score_spec(),
+                    state="registered", registered_at=utcnow())
+        s.add(p)
+        s.flush()
+        cust = org[OrgKind.CUSTOMER].id
+        op = audit_log.Actor(kind="user", id=1, name="op", org_id=org[OrgKind.OPERATOR].id)
+        ca = audit_log.Actor(kind="user", id=2, name="cust", org_id=cust)
+        a = agreements.apply_usage(s, product=p, customer_org_id=cust, actor=ca, scenario="货车承保")
+        agreements.draft_usage_terms(s, a, actor=op, delivery_method="api", pricing_method="per_call", price_fen=100,
+                                     scenario="货车承保", conditions="仅用于承保定价", starts_on=d,
+                                     ends_on=d + timedelta(days=365), security_duties="专人负责",
+                                     breach_liability="违约赔偿")
+        agreements.accept(s, a, ca, text_sha256=a.text_sha256)
+        agreements.accept(s, a, op, text_sha256=a.text_sha256)
+        s.commit()
+        res = service.get_resource(s, "truck_violations")
+        table = read_dataset(get_object_store(settings), s.get(Dataset, res.dataset_id).object_key)
+        as_of = str(pc.max(table.column("violation_time")).as_py().date())
+        vins = pc.unique(table.column("vin")).to_pylist()[:n_subjects]
+        now = utcnow().replace(microsecond=0)
+        for vin in vins:
+            terms = dict(subject_id=vin, subject_kind="person", purpose=PURPOSE, scope=["risk_score"],
+                         valid_from=now - timedelta(minutes=1), valid_until=now + timedelta(days=180))
+            sk = Ed25519PrivateKey.generate()
+            pk = base64.b64encode(sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+            cert = consent.issue_subject_certificate(consent.demo_issuer_key(settings), subject_id=vin,
+                                                     subject_kind="person", public_key=sk.public_key(),
+                                                     valid_until=now + timedelta(days=365))
+            t = consent.prepare_text(s, settings, product=p, customer_org_id=cust, subject_certificate=cert, **terms)
+            consent.grant(s, settings, product=p, customer_org_id=cust, actor=ca, public_key=pk,
+                          subject_certificate=cert, signature=base64.b64encode(sk.sign(t["text"].encode())).decode(),
+                          **terms)
+        s.commit()
+        built = precompute.precompute_now(s, settings, p, {"as_of": as_of})
+        s.commit()
+        return {"product": p.code, "subjects": vins, "answer_rows": built.rows, "as_of": as_of,
+                "violation_rows": table.num_rows}
+
+
+# --- servers and runs ------------------------------------------------------------------------------
+
+def _serve(target: str, port: int, workers: int, env: dict[str, str], factory: bool = True) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--workers",
+           str(workers), "--no-access-log", "--log-level", "warning"]
+    if factory:
+        cmd.append("--factory")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            time.sleep(1.0 if workers > 1 else 0.3)  # let every worker start listening
+            return proc
+        if proc.poll() is not None:
+            raise SystemExit(f"{target} exited with {proc.returncode}")
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"{target} did not start")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _drive(url: str, key: str | None, subjects_file: Path, args, env: dict[str, str], idem: bool) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.product_call", "load", url, "--subjects", str(subjects_file),
+           "--connections", str(args.connections), "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    if key:
+        cmd += ["--key", key]
+    if idem:
+        cmd.append("--idempotency")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.seconds + 120)
+    if out.returncode != 0:
+        raise SystemExit(f"load generator failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _api_key(port: int) -> str:
+    import httpx
+
+    base = f"http://127.0.0.1:{port}/api/v1"
+    tok = httpx.post(f"{base}/auth/login", json={"username": "bench-customer", "password": PASSWORD}).json()
+    r = httpx.post(f"{base}/api-keys", json={"name": "bench", "scopes": ["product.call"], "ttl_days": 1},
+                   headers={"Authorization": f"Bearer {tok['access_token']}"})
+    r.raise_for_status()
+    return r.json()["key"]
+
+
+def profile(settings, product: str, subjects: list[str], key: str, n: int = 400) -> dict[str, Any]:
+    """Where one call's time goes: cProfile of `n` calls run in this thread through the same steps a
+    request takes (the route's Require dependency, then the handler, then the commit), over PostgreSQL.
+    The after-commit anomaly evaluation runs on its own thread and is not in the parts."""
+    import cProfile
+    import pstats
+
+    from sqlmodel import Session
+
+    from authops.audit.anomaly import service as anomaly_service
+    from authops.core.db import get_engine
+    from authops.platform.deps import actor_of
+    from authops.platform.identity import service as identity_service
+    from authops.platform.products import calls
+    from authops.policies.enforcer import Authorizer
+
+    engine = get_engine(settings)
+    authorizer = Authorizer(engine)
+
+    def one(i: int) -> None:
+        with Session(engine, expire_on_commit=False) as s:
+            principal = identity_service.resolve_credential(s, key, ip="127.0.0.1")
+            anomaly_service.check_access(s, principal, action="product.call")
+            authorizer.refresh(s)
+            assert authorizer.allowed(principal, "product.call")
+            identity_service.touch_api_key(s, principal.id)
+            calls.call(s, settings, principal=actor_of(principal), code=product, subject=subjects[i % len(subjects)],
+                       purpose=PURPOSE, idempotency_key=uuid.uuid4().hex)
+            s.commit()
+
+    for i in range(50):
+        one(i)
+    pr = cProfile.Profile()
+    t = time.perf_counter()
+    pr.enable()
+    for i in range(n):
+        one(i)
+    pr.disable()
+    wall = (time.perf_counter() - t) / n
+    st = pstats.Stats(pr)
+    wanted = [  # (label, file fragment, function name)
+        ("authenticate: API key lookup", "identity/service.py", "resolve_credential"),
+        ("anomaly block/throttle check", "anomaly/service.py", "check_access"),
+        ("authorizer refresh", "policies/enforcer.py", "refresh"),
+        ("API key last-use touch", "identity/service.py", "touch_api_key"),
+        ("the handler: calls.call", "products/calls.py", "call"),
+        ("  guard_call (product, agreement, consent)", "governance/products.py", "guard_call"),
+        ("  idempotency lookup", "billing/metering.py", "find"),
+        ("  answer set check + lookup", "products/serving.py", "answers"),
+        ("  metering insert (flush)", "billing/metering.py", "meter"),
+        ("commit (audit chain lock + insert, then COMMIT)", "sqlalchemy/orm/session.py", "commit"),
+        ("  audit append", "audit/log.py", "_append_pending"),
+        ("  after-commit audit subscribers (anomaly rules)", "audit/log.py", "_notify"),
+        ("all DB statements (psycopg execute)", "psycopg/cursor.py", "execute"),
+    ]
+    out: dict[str, Any] = {"ms_per_call_in_process": round(wall * 1000, 3), "parts_ms_per_call": {}}
+    for label, frag, fn in wanted:
+        ct = sum(v[3] for (file, _line, name), v in st.stats.items() if name == fn and frag in file)
+        out["parts_ms_per_call"][label] = round(ct / n * 1000, 3)
+    calls = sum(v[1] for (file, _l, name), v in st.stats.items() if name == "execute" and "psycopg/cursor.py" in file)
+    out["db_statements_per_call"] = round(calls / n, 1)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "load":
+        return load_main(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes, for both servers")
+    ap.add_argument("--scale", type=float, default=0.01)
+    ap.add_argument("--subjects", type=int, default=200, help="consented VINs the calls rotate over")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--profile-only", action="store_true", help="skip the load runs (to study one call's path)")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "product_call.json")
+    args = ap.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="bench-product-call-"))
+    with _database(folder) as url:
+        env = {**os.environ, "AUTHOPS_DATA_DIR": str(folder), "AUTHOPS_DATABASE_URL": url,
+               "PYTHONPATH": str(REPO)}
+        os.environ.update({"AUTHOPS_DATA_DIR": str(folder), "AUTHOPS_DATABASE_URL": url})
+        from authops.core.settings import Settings, reset_settings
+
+        reset_settings()
+        settings = Settings()
+        t = time.perf_counter()
+        info = setup(settings, args.scale, args.subjects)
+        print(f"setup: PostgreSQL, {info['violation_rows']} violation rows, answer set of {info['answer_rows']} VINs, "
+              f"{len(info['subjects'])} consents, {time.perf_counter() - t:.1f} s")
+        subjects_file = folder / "subjects.json"
+        subjects_file.write_text(json.dumps(info["subjects"]))
+        if args.profile_only:
+            port = _free_port()
+            real = _serve("authops.app:create_app", port, 1, env)
+            try:
+                key = _api_key(port)
+            finally:
+                _stop(real)
+            print(json.dumps(profile(settings, info["product"], info["subjects"], key), indent=2))
+            return
+        port = _free_port()
+        bare = _serve("bench.product_call:bare_app", port, args.workers, env)
+        try:
+            bare_res = _drive(f"http://127.0.0.1:{port}/api/v1/products/{info['product']}/calls", None, subjects_file,
+                              args, env, idem=True)
+        finally:
+            _stop(bare)
+        port = _free_port()
+        real = _serve("authops.app:create_app", port, args.workers, env)
+        try:
+            key = _api_key(port)
+            call_res = _drive(f"http://127.0.0.1:{port}/api/v1/products/{info['product']}/calls", key, subjects_file,
+                              args, env, idem=True)
+        finally:
+            _stop(real)
+        prof = None if args.no_profile else profile(settings, info["product"], info["subjects"], key)
+    ratio = call_res["rps"] / bare_res["rps"] if bare_res["rps"] else float("nan")
+    ok = (call_res["statuses"].get("200", 0) == call_res["requests"]
+          and bare_res["statuses"].get("200", 0) == bare_res["requests"])
+    result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+              "settings": {"connections": args.connections, "seconds": args.seconds, "warmup": args.warmup,
+                           "uvicorn_workers": args.workers, "scale": args.scale, "subjects": len(info["subjects"]),
+                           "database": "postgresql"},
+              "bare": bare_res, "product_call": call_res, "ratio": ratio,
+              "all_calls_answered_200": ok,
+              "target": {"ratio_min": 0.40, "p99_ms_max": 25.0},
+              "meets_target": bool(ratio >= 0.40 and call_res["p99_ms"] < 25.0 and ok),
+              "profile": prof}
+    print(f"bare endpoint : {bare_res['rps']:8.1f} req/s  p50 {bare_res['p50_ms']:6.2f} ms  p99 {bare_res['p99_ms']:6.2f} ms")
+    print(f"product call  : {call_res['rps']:8.1f} req/s  p50 {call_res['p50_ms']:6.2f} ms  p99 {call_res['p99_ms']:6.2f} ms"
+          f"  statuses {call_res['statuses']}")
+    print(f"ratio {ratio:.2%} (target >= 40%), p99 {call_res['p99_ms']:.1f} ms (target < 25 ms): "
+          f"{'MET' if result['meets_target'] else 'NOT MET'}")
+    if prof:
+        print(f"in-process profile: {prof['ms_per_call_in_process']} ms per call; parts (ms per call):")
+        for k, v in prof["parts_ms_per_call"].items():
+            print(f"  {k:45s} {v:7.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
