@@ -30,6 +30,9 @@ class CodeManifest(m._Model):
     name: m.Name
     title: str = ""
     description: str = ""
+    # The partner's (or operator's) own tool this code deploys: the bureau must have approved a
+    # tool deployment request for it, for every resource it reads, before it runs on real data.
+    tool: str | None = Field(default=None, min_length=1, max_length=100)
     inputs: tuple[m.InputSpec, ...] = Field(min_length=1, max_length=16)
     outputs: tuple[m.OutputSpec, ...] = Field(min_length=1, max_length=16)
 

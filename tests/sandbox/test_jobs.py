@@ -414,3 +414,31 @@ def test_budgets_are_set_for_partners_on_real_resources(session, client, world):
         r = client.put("/api/v1/sandbox/budgets", headers=headers, json={**body, **bad})
         assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, r.text
     assert client.get("/api/v1/sandbox/orgs/999999/budgets", headers=headers).status_code == 404
+
+
+def test_code_that_deploys_an_own_tool_runs_only_after_the_bureau_approved_it(session, world):
+    """A manifest naming a tool is refused on real data until a tool deployment request for that
+    tool and each resource it reads was approved by the bureau; mock runs need no approval."""
+    from authops.platform.governance import tools
+    from tests.platform.governance.matrix_scenarios import org_actor, tool_body
+
+    ws = world["ws"]
+    manifest = {**MANIFEST, "tool": "risk-model-runner"}
+    with pytest.raises(AuthopsError) as exc:
+        jobs.submit_job(session, ws=ws, kind="code", spec=manifest, code=CODE, actor=ACTOR)
+    assert exc.value.code == "tool_not_approved" and "risk-model-runner" in exc.value.message
+    session.rollback()
+    jobs.submit_job(session, ws=ws, kind="code", spec=manifest, code=CODE, target="mock", actor=ACTOR)
+    bureau = make_org(session, OrgKind.BUREAU)
+    case = tools.apply(session, actor=org_actor(world["partner"]), body=tool_body("enterprise_tax"))
+    tools.review(session, case, actor=org_actor(bureau), decision="approve", reasons="承诺充分")
+    with pytest.raises(AuthopsError) as exc:  # approved for another resource only
+        jobs.submit_job(session, ws=ws, kind="code", spec=manifest, code=CODE, actor=ACTOR)
+    assert exc.value.code == "tool_not_approved" and "enterprise_basic_info" in exc.value.message
+    case = tools.apply(session, actor=org_actor(world["partner"]),
+                       body=tool_body("enterprise_basic_info", name="risk-model-runner"))
+    tools.review(session, case, actor=org_actor(bureau), decision="approve", reasons="承诺充分")
+    both = {**manifest, "inputs": [*MANIFEST["inputs"], {"alias": "tax", "resource": "enterprise_tax", "version": 1,
+                                                        "fields": ["uscc", "tax_period"]}]}
+    sj, _ = jobs.submit_job(session, ws=ws, kind="code", spec=both, code=CODE, actor=ACTOR)
+    assert sj.kind == "code"  # the two approvals add up

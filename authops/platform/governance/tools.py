@@ -145,6 +145,12 @@ def require_tool_approved(session: Session, org_id: int, tool_name: str, resourc
     """Refuse (403 tool_not_approved) unless the bureau approved this organisation's tool (and, when
     `resource` is given, approved it for that resource)."""
     case = approved_tool(session, org_id, tool_name)
+    if case is not None and resource is not None:
+        # Approvals add up: any approved request for this tool that names the resource will do.
+        rows = session.exec(select(Case).where(Case.kind == KIND, Case.applicant_org_id == org_id,
+                                               Case.state == "approved").order_by(Case.id.desc()))
+        case = next((c for c in rows if c.payload.get("name") == tool_name
+                     and resource in c.facts.get("approved_resources", [])), case)
     if case is None:
         raise Forbidden(f"tool {tool_name!r} is not approved for deployment; file a tool deployment request with a "
                         "security pledge and wait for the bureau's approval", code="tool_not_approved",

@@ -174,6 +174,18 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
                                    f"scope: " + "; ".join(problems[:3])
                                    + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
                                    details={"problems": problems})
+    tool = planned.manifest.tool if getattr(planned, "manifest", None) is not None else None
+    if tool and target == "real":
+        from authops.platform.governance import tools as gov_tools
+
+        for resource in sorted({i.resource for i in planned.manifest.inputs}):
+            try:
+                gov_tools.require_tool_approved(session, ws.org_id, tool, resource=resource)
+            except AuthopsError:
+                audit_log.record(session, actor, "sandbox.refuse", outcome="denied", object_type="workspace",
+                                 object_id=ws.id, details={"reason": "tool_not_approved", "tool": tool,
+                                                           "resource": resource})
+                raise
     params = dict(params or {})
     if planned.plan is not None:
         planned.plan.bind(params)  # unknown or mistyped parameters are refused now, not in the worker
