@@ -249,6 +249,16 @@ def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
                           **terms)
         s.commit()
         built = precompute.precompute_now(s, settings, p, {"as_of": as_of})
+        # A load test is a burst by design: the bureau would lift rate rules for an agreed load test.
+        # The rules stay enabled and evaluated (their cost is measured) but only alert.
+        from sqlmodel import select
+
+        from authops.audit.anomaly.models import AnomalyRule
+
+        for rule in s.exec(select(AnomalyRule)).all():
+            if rule.action in ("block", "throttle"):
+                rule.action = "alert"
+                s.add(rule)
         s.commit()
         return {"product": p.code, "subjects": vins, "answer_rows": built.rows, "as_of": as_of,
                 "violation_rows": table.num_rows}
