@@ -46,10 +46,15 @@ class Actor:
         if principal is None:
             return cls(kind="anonymous")
         return cls(kind=principal.kind, id=principal.id, name=principal.name, org_id=principal.org_id,
-                   ip=principal.ip, region=region)
+                   ip=principal.ip, region=region or principal.region)
 
 
 SYSTEM = Actor(kind="system", name="authops")
+
+
+def as_actor(actor: Actor | Principal | None) -> Actor:
+    """Who acted, as the log records it: an Actor as is, a request's Principal converted."""
+    return actor if isinstance(actor, Actor) else Actor.of(actor)
 _EVENT = AuditEvent.__table__
 _HEAD = AuditHead.__table__
 
@@ -76,8 +81,7 @@ def record(session: OrmSession, actor: Actor | Principal | None, action: str, *,
     install()
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}")
-    if not isinstance(actor, Actor):
-        actor = Actor.of(actor)
+    actor = as_actor(actor)
     ev = PendingEvent(actor=actor, action=action, outcome=outcome, object_type=object_type,
                       object_id=None if object_id is None else str(object_id), rows=rows, bytes=bytes,
                       subjects=subjects, details=dict(details or {}))

@@ -50,9 +50,6 @@ class TextChanged(Conflict):
     code = "text_changed"
 
 
-def _actor(actor: audit_log.Actor | Principal | None) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -169,7 +166,7 @@ def create(session: Session, *, kind: str, party_a_org_id: int, party_b_org_id: 
         raise InvalidInput("an agreement needs two different parties", details={"field": "party_b_org_id"})
     if ends_on < starts_on:
         raise InvalidInput(f"the term ends ({ends_on}) before it starts ({starts_on})", details={"field": "ends_on"})
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     body = render_text(kind, terms) if text is None else text
     a = Agreement(kind=kind, number=_number(session, kind, utcnow()), case_id=case_id, party_a_org_id=party_a_org_id,
                   party_b_org_id=party_b_org_id, product_id=product_id, terms=terms, text=body,
@@ -227,7 +224,7 @@ def get_active(session: Session, kind: str, party_a: int | None = None, party_b:
 def sweep_expired(session: Session, at: datetime | None = None,
                   actor: audit_log.Actor | Principal = audit_log.SYSTEM) -> list[Agreement]:
     """Mark every active agreement past its last day as expired (one audit event each)."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     d = today(at)
     done = []
     for a in session.exec(select(Agreement).where(Agreement.state == "active", Agreement.ends_on < d)):
@@ -284,7 +281,7 @@ def accept(session: Session, agreement: Agreement, actor: audit_log.Actor | Prin
     actor's organisation is not a party (NotFound), the agreement is not awaiting
     acceptance, the text changed since it was read, or the party already accepted. When both
     parties have accepted, the agreement becomes active."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.org_id not in (agreement.party_a_org_id, agreement.party_b_org_id):
         raise NotFound(f"no agreement {agreement.id}")
     state = effective_state(agreement)
@@ -330,7 +327,7 @@ def accept(session: Session, agreement: Agreement, actor: audit_log.Actor | Prin
 
 def terminate(session: Session, agreement: Agreement, actor: audit_log.Actor | Principal, reason: str) -> Agreement:
     """A party ends a usage agreement (other kinds end through their own procedures)."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.org_id not in (agreement.party_a_org_id, agreement.party_b_org_id):
         raise NotFound(f"no agreement {agreement.id}")
     if agreement.kind != "usage":
@@ -372,7 +369,7 @@ def _usage_open(session: Session, customer_org_id: int, product_id: int) -> Agre
 def apply_usage(session: Session, *, product: Product, customer_org_id: int, actor: audit_log.Actor | Principal,
                 scenario: str, purpose: str = "", delivery_method: str | None = None, notes: str = "") -> Agreement:
     """A customer applies to buy a registered product: an agreement awaiting the operator's terms."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if product.state != "registered":
         raise NotFound(f"no registered product {product.id}")
     if customer_org_id in (product.operator_org_id, product.partner_org_id):
@@ -413,7 +410,7 @@ def draft_usage_terms(session: Session, agreement: Agreement, *, actor: audit_lo
                       delivery_method: str, pricing_method: str, price_fen: int, scenario: str, conditions: str,
                       starts_on: date, ends_on: date, security_duties: str, breach_liability: str) -> Agreement:
     """The operator (the seller) writes the usage terms; the agreement then awaits both acceptances."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if agreement.kind != "usage" or who.org_id != agreement.party_a_org_id:
         raise NotFound(f"no usage agreement {agreement.id} sold by you")
     if agreement.state not in ("applied", "pending"):

@@ -99,9 +99,6 @@ class BadCertificate(InvalidInput):
     code = "bad_certificate"
 
 
-def _actor(actor: audit_log.Actor | Principal | None) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 # --- the subject's pseudonym ------------------------------------------------------------------------
 
@@ -446,7 +443,7 @@ def grant(session: Session, settings: Settings | None = None, *, product: Produc
                subject_kind=subject_kind, purpose=purpose, scope=scope, valid_from=valid_from,
                valid_until=valid_until, subject_certificate=subject_certificate)
     _subject_signs(t, public_key, signature, "the consent text (POST /consents/text)")
-    return _record(session, _actor(actor), t, product=product, customer_org_id=customer_org_id, method="ed25519",
+    return _record(session, audit_log.as_actor(actor), t, product=product, customer_org_id=customer_org_id, method="ed25519",
                    signature=signature)
 
 
@@ -474,7 +471,7 @@ def grant_document(session: Session, settings: Settings | None = None, *, produc
     _subject_signs(t, public_key, signature, f"the consent text naming the document {filename!r} "
                                               f"(document_sha256 {digest[:12]}…; POST /consents/text)")
     (store or get_object_store(settings)).put(f"governance/consents/{digest}", document, content_type=content_type)
-    return _record(session, _actor(actor), t, product=product, customer_org_id=customer_org_id, method="document",
+    return _record(session, audit_log.as_actor(actor), t, product=product, customer_org_id=customer_org_id, method="document",
                    signature=signature, document_sha256=digest)
 
 
@@ -544,7 +541,7 @@ def _revoke(session: Session, c: Consent, who: audit_log.Actor, by: str, reason:
 
 def revoke_by_customer(session: Session, c: Consent, *, actor: audit_log.Actor | Principal,
                        reason: str = "") -> Consent:
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.org_id != c.customer_org_id:
         raise NotFound(f"no consent {c.id}")
     return _revoke(session, c, who, f"customer: {who.name}", reason)

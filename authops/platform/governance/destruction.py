@@ -97,9 +97,6 @@ def is_unreadable(store: ObjectStore, key: str, sha256: str | None = None) -> bo
     return sha256 is not None and info.sha256 != sha256
 
 
-def _who(actor: audit_log.Actor | Principal) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 def get_certificate(session: Session, cert_id: int) -> DestructionCertificate:
     cert = session.get(DestructionCertificate, cert_id)
@@ -124,7 +121,7 @@ def destroy_operation(session: Session, store: ObjectStore, agreement: Agreement
 
     `returned` says how the raw data was returned (to whom, when, by what means). `confirm` must be
     the agreement's number: destruction cannot be undone, so it is never done by a stray request."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = now or utcnow()
     today = workdays.shanghai_date(now)
     if agreement.kind != operator.AGREEMENT_KIND:
@@ -231,7 +228,7 @@ def verify_certificate(session: Session, store: ObjectStore, cert: DestructionCe
                        actor: audit_log.Actor | Principal, settings: Settings,
                        now: datetime | None = None) -> dict[str, Any]:
     """The bureau's acceptance (验收): verified_at is recorded only when every check holds."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     problems = check_certificate(store, cert, settings)
     valid = not problems
     before = "verified" if cert.verified_at else "issued"

@@ -147,9 +147,6 @@ register(Machine(
 
 
 # --- small helpers ------------------------------------------------------------------------------------
-def _who(actor: ActorLike) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 def _now(now: datetime | None) -> datetime:
     return now or utcnow()
@@ -225,7 +222,7 @@ def publish_notice(session: Session, *, actor: ActorLike, title: str, deadline_a
                    materials: list[str] | None = None, details: dict[str, Any] | None = None,
                    now: datetime | None = None) -> Call:
     """The bureau publishes a selection notice: conditions, materials checklist, deadline, committee."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = _now(now)
     _require_text(title, "title", "the notice's title")
     if deadline_at <= now:
@@ -312,7 +309,7 @@ def banned_until(session: Session, org_id: int, on: date) -> date | None:
 def file_application(session: Session, *, call: Call, actor: ActorLike, title: str, payload: dict[str, Any],
           now: datetime | None = None) -> Case:
     """An operator-kind organisation files its application (a draft to attach materials to)."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = _now(now)
     org = _operator_org(session, int(who.org_id or 0), field="org")
     _ensure_open(call, now)
@@ -447,7 +444,7 @@ def qualification(session: Session, case: Case, *, actor: ActorLike, passed: boo
 
 def score(session: Session, case: Case, *, actor: ActorLike, value: int, comments: str) -> Case:
     """One committee expert's score (0-100) with comments; once per expert."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     call = get_notice(session, int(case.call_id or 0))
     if who.org_id not in call.details.get("committee_org_ids", []):
         raise workflow.WrongReviewer(f"your organisation is not on the expert committee of {call.number}",
@@ -479,7 +476,7 @@ def conclude(session: Session, call: Call, *, actor: ActorLike, selected_case_id
     the others are not selected. No application reaching 60: nobody is selected."""
     settings = settings or get_settings()
     now = _now(now)
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     if call.state != "open":
         raise workflow.IllegalTransition(f"notice {call.number} is {call.state}; it has been concluded already",
                                          details={"state": call.state})
@@ -580,7 +577,7 @@ def file_objection(session: Session, case: Case, *, text: str, contact: str, act
     most objection_per_ip_per_day objections on one application in 24 hours (429 rate_limited)."""
     settings = settings or get_settings()
     now = _now(now)
-    who = _who(actor) if actor is not None else audit_log.Actor(kind="anonymous", name="public")
+    who = audit_log.as_actor(actor) if actor is not None else audit_log.Actor(kind="anonymous", name="public")
     text = _require_text(text, "text", "the objection's text")
     contact = _require_text(contact, "contact", "a contact (phone or e-mail) for the reply")
     if len(text) < 10:
@@ -634,7 +631,7 @@ def resolve_objection(session: Session, case: Case, n: int, *, actor: ActorLike,
     now = _now(now)
     if case.kind != APPLICATION:
         raise NotFound(f"no operator application {case.id}")
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     workflow.machine(case.kind).step(case.state, "uphold_objection" if upheld else "dismiss_objection",
                                      number=case.number)
     objections = [dict(o) for o in case.facts.get("objections", [])]
@@ -786,7 +783,7 @@ def make_agreement(session: Session, case: Case, *, actor: ActorLike, revenue_di
     agreement; both sides then accept it electronically and it becomes active."""
     settings = settings or get_settings()
     now = _now(now)
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     if case.kind != APPLICATION:
         raise NotFound(f"no operator application {case.id}")
     workflow.ensure_not_applicant(case, who)
@@ -882,7 +879,7 @@ def require_active_authorization(session: Session, operator_org_id: int, at: dat
 def record_fact(session: Session, *, operator_org_id: int, kind: str, actor: ActorLike, summary: str,
                 year: int | None = None, occurred_on: date | None = None, now: datetime | None = None) -> OperatorFact:
     """The bureau records a fact about the operator; veto facts block any open renewal at once."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = _now(now)
     _operator_org(session, operator_org_id)
     if kind not in FACT_KINDS:
@@ -963,7 +960,7 @@ def _check_renewal_deadline(ag: Agreement, today: date) -> None:
 def open_renewal(session: Session, *, actor: ActorLike, title: str = "", payload: dict[str, Any] | None = None,
                  now: datetime | None = None) -> Case:
     """The operator opens a renewal application inside the window (12 to 6 months before the term ends)."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = _now(now)
     today = _today(now)
     org = _operator_org(session, int(who.org_id or 0), field="org")
@@ -997,7 +994,7 @@ def decide(session: Session, case: Case, *, actor: ActorLike, approve: bool, rea
     """The bureau decides a submitted renewal or voluntary exit."""
     settings = settings or get_settings()
     now = _now(now)
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     if case.kind not in (RENEWAL, EXIT):
         raise NotFound(f"no renewal or exit application {case.id}")
     workflow.ensure_not_applicant(case, who)
@@ -1046,7 +1043,7 @@ def _check_exit_notice(exit_on: date, today: date) -> None:
 def open_exit(session: Session, *, actor: ActorLike, exit_on: date, reason: str, title: str = "",
               now: datetime | None = None) -> Case:
     """The operator applies to exit voluntarily, at least 6 months ahead, before its term ends."""
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     today = _today(now)
     org = _operator_org(session, int(who.org_id or 0), field="org")
     ag = require_active_authorization(session, org.id, today)  # type: ignore[arg-type]
@@ -1079,7 +1076,7 @@ def force_exit(session: Session, *, operator_org_id: int, cause: str, reasons: s
                settings: Settings | None = None) -> Case:
     """The bureau's termination notice for one of the listed causes, with the facts on record."""
     settings = settings or get_settings()
-    who = _who(actor)
+    who = audit_log.as_actor(actor)
     now = _now(now)
     today = _today(now)
     if cause not in FORCED_CAUSES:

@@ -63,9 +63,6 @@ PRODUCT_STATE = {"operator_check": "submitted", "bureau_filing": "submitted", "r
                  "registered": "registered", "rejected": "rejected", "withdrawn": "withdrawn"}
 
 
-def _actor(actor: audit_log.Actor | Principal | None) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 def _org(session: Session, org_id: int | None) -> Organisation | None:
     return session.get(Organisation, org_id) if org_id else None
@@ -292,7 +289,7 @@ def _data_of(p: Product) -> dict[str, Any]:
 def create_draft(session: Session, *, partner_org_id: int, code: str, actor: audit_log.Actor | Principal,
                  settings: Settings | None = None, operator_org_id: int | None = None, **data: Any) -> Product:
     """A product draft with its self-review report filled in by the platform (not submitted yet)."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", details={"field": unknown[0]})
@@ -319,7 +316,7 @@ def create_draft(session: Session, *, partner_org_id: int, code: str, actor: aud
 def update_draft(session: Session, p: Product, *, actor: audit_log.Actor | Principal,
                  settings: Settings | None = None, operator_org_id: int | None = None, **changes: Any) -> Product:
     """Change a draft or a returned product; the self-review report is rebuilt (tests re-run)."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.org_id != p.partner_org_id:
         raise NotFound(f"no product {p.id}")
     if p.state not in ("draft", "returned"):
@@ -353,7 +350,7 @@ def submit(session: Session, p: Product, *, actor: audit_log.Actor | Principal,
            settings: Settings | None = None) -> Case:
     """File the product (or a returned product, revised) for checking; refused while the self-review
     report has an unanswered section or a failed test (the tests re-run now)."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     settings = settings or get_settings()
     if who.org_id != p.partner_org_id:
         raise NotFound(f"no product {p.id}")
@@ -484,7 +481,7 @@ def _decide(session: Session, p: Product, case: Case, *, stage: str, prefix: str
 def operator_check(session: Session, p: Product, *, actor: audit_log.Actor | Principal, decision: str,
                    reasons: str = "", settings: Settings | None = None) -> Case:
     """The operator named on the product approves it for filing, returns it for revision, or rejects it."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     settings = settings or get_settings()
     case = _case(session, p)
     workflow.ensure_not_applicant(case, who)
@@ -501,7 +498,7 @@ def operator_check(session: Session, p: Product, *, actor: audit_log.Actor | Pri
 def bureau_file(session: Session, p: Product, *, actor: audit_log.Actor | Principal, decision: str,
                 reasons: str = "", settings: Settings | None = None) -> Case:
     """The bureau files the checked product and issues its registration number, or returns or rejects it."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     settings = settings or get_settings()
     case = _case(session, p)
     workflow.ensure_not_applicant(case, who)
@@ -540,7 +537,7 @@ def guard_call(session: Session, *, customer_org_id: int, product_id: int, subje
     request's rollback drops the event. Checked on every call: nothing is cached."""
     from authops.platform.governance import consent
 
-    who = _actor(actor) if actor is not None else audit_log.Actor(kind="system", name="call guard",
+    who = audit_log.as_actor(actor) if actor is not None else audit_log.Actor(kind="system", name="call guard",
                                                                    org_id=customer_org_id)
     settings = settings or get_settings()
     subject_key = None

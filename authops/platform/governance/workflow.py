@@ -133,9 +133,6 @@ def machine(kind: str) -> Machine:
         raise InvalidInput(f"unknown case kind {kind!r}") from None
 
 
-def _actor(actor: audit_log.Actor | Principal | None) -> audit_log.Actor:
-    return actor if isinstance(actor, audit_log.Actor) else audit_log.Actor.of(actor)
-
 
 def _number(m: Machine, at: datetime, case_id: int) -> str:
     """Unique by construction (the row id), so two filings at once never collide."""
@@ -148,7 +145,7 @@ def open_case(session: Session, *, kind: str, applicant_org_id: int, title: str,
               facts: dict[str, Any] | None = None, reason: str = "") -> Case:
     """File a new application: it starts in the machine's initial state, with a first history row."""
     m = machine(kind)
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if not title.strip():
         raise InvalidInput("give the application a title", details={"field": "title"})
     now = utcnow()
@@ -197,14 +194,14 @@ def _digest(text: str) -> str:
 
 
 def ensure_not_applicant(case: Case, actor: audit_log.Actor | Principal) -> None:
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.org_id is not None and who.org_id == case.applicant_org_id:
         raise OwnApplication(f"{case.number} is your own organisation's application; "
                              "another organisation must review it", details={"case": case.number})
 
 
 def ensure_applicant(case: Case, actor: audit_log.Actor | Principal) -> None:
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if who.kind != "system" and who.org_id != case.applicant_org_id:
         raise NotFound(f"no {case.kind} case {case.id}")
 
@@ -216,7 +213,7 @@ def transition(session: Session, case: Case, action: str, *, actor: audit_log.Ac
     """Move `case` by `action`, or raise with what is allowed. `target` overrides the step's target
     (a returned application goes back to the stage that returned it)."""
     m = machine(case.kind)
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     step = m.step(case.state, action, number=case.number)
     if step.by == "applicant":
         ensure_applicant(case, who)
@@ -265,7 +262,7 @@ def transition(session: Session, case: Case, action: str, *, actor: audit_log.Ac
 def record_review(session: Session, case: Case, *, stage: str, actor: audit_log.Actor | Principal,
                   decision: str, reasons: str = "", score: int | None = None) -> Review:
     """One reviewer's decision at this stage and round; a second decision by the same reviewer is refused."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if decision not in ("approve", "reject", "return", "score"):
         raise InvalidInput("decision must be approve, reject or return", details={"field": "decision"})
     if decision in ("reject", "return") and not reasons.strip():
@@ -317,7 +314,7 @@ def overdue(case: Case, now: datetime | None = None) -> bool:
 def add_document(session: Session, store: Any, case: Case, *, material: str, filename: str, content: bytes,
                  actor: audit_log.Actor | Principal, content_type: str = "application/octet-stream") -> CaseDocument:
     """Store a material encrypted (the object store seals every object) and list it on the case."""
-    who = _actor(actor)
+    who = audit_log.as_actor(actor)
     if not content:
         raise InvalidInput(f"{filename or material}: the file is empty", details={"field": "file"})
     digest = hashlib.sha256(content).hexdigest()

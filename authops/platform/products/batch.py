@@ -58,9 +58,6 @@ class Gone(AuthopsError):
     code = "expired"
 
 
-def _actor(principal: Principal | audit_log.Actor) -> audit_log.Actor:
-    return calls._actor(principal)
-
 
 def parse(meta: rt.AnswerMeta, data: bytes) -> tuple[list[str], list[dict[str, Any]]]:
     """(claim columns, rows {line, subject, claims}) or InvalidInput naming the first problems."""
@@ -125,7 +122,7 @@ def _admit(session: Session, p: Product, customer: int, who: audit_log.Actor, se
 def submit(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,
            data: bytes, filename: str = "", purpose: str | None = None) -> tuple[ProductBatch, Job]:
     """Check and queue a batch; dispatch the job after the session commits."""
-    who = _actor(principal)
+    who = audit_log.as_actor(principal)
     purpose = calls.check_purpose(purpose)
     p = calls.visible_product(session, code, who.org_id)
     _admit(session, p, who.org_id, who, settings)
@@ -189,7 +186,7 @@ def read_result(session: Session, settings: Settings, b: ProductBatch, *,
         raise Conflict(f"batch {b.id} is {state}; its result is not ready", code="not_ready",
                        details={"batch": b.id, "state": state})
     data = get_object_store(settings).get(b.result_object_key)
-    audit_log.record(session, _actor(principal), "product.batch.download", object_type="product_batch",
+    audit_log.record(session, audit_log.as_actor(principal), "product.batch.download", object_type="product_batch",
                      object_id=b.id, rows=b.subjects, bytes=len(data))
     return data
 

@@ -83,11 +83,6 @@ def price_of(a: Agreement) -> tuple[str, int]:
     return method, price
 
 
-def _actor(principal: Principal | audit_log.Actor) -> audit_log.Actor:
-    return principal if isinstance(principal, audit_log.Actor) else audit_log.Actor(
-        kind=principal.kind, id=principal.id, name=principal.name, org_id=principal.org_id, ip=principal.ip,
-        region=principal.region)
-
 
 def _replay(session: Session, who: audit_log.Actor, p: Product, rec, request_hash: str, key: str,
             subject_key: str | None) -> dict[str, Any]:
@@ -122,7 +117,7 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
     An Idempotency-Key is not looked up first: the usage record's unique (customer, key) finds a
     replay when the record is inserted (one statement fewer per call); the transaction is then
     rolled back and the stored response returned."""
-    who = _actor(principal)
+    who = audit_log.as_actor(principal)
     key = idempotency.check_key(idempotency_key)
     subject = check_subject(subject)
     purpose = check_purpose(purpose)
