@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,13 @@ from authops.platform.governance.router import public_router as governance_publi
 from authops.platform.governance.router import router as governance_router
 from authops.platform.products.router import router as products_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
+
+# Routers of later areas, each module exporting `router` (prefix set in the module).
+EXTRA_ROUTERS = (
+    "authops.platform.products.joint_router",
+    "authops.platform.products.sme_router",
+    "authops.platform.billing.router",
+)
 
 log = logging.getLogger("authops.api")
 API_PREFIX = "/api/v1"
@@ -163,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(governance_router, prefix=API_PREFIX)
     app.include_router(governance_public_router, prefix=API_PREFIX)
     app.include_router(products_router, prefix=API_PREFIX)
+    for name in EXTRA_ROUTERS:
+        app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
     return app
 
 

@@ -14,6 +14,8 @@ MODEL_MODULES = [
     "authops.platform.governance.models",
     "authops.billing.models",
     "authops.platform.products.models",
+    "authops.platform.products.joint_models",
+    "authops.platform.products.sme_models",
 ]
 
 

@@ -352,7 +352,9 @@ CASES: dict[tuple[str, str], Case] = {
 # Per-area case modules (tests/platform/<area>/matrix_*.py) each export CASES.
 for _name in ("tests.platform.governance.matrix_operator", "tests.platform.governance.matrix_scenarios",
               "tests.platform.governance.matrix_products", "tests.platform.governance.matrix_common",
-              "tests.platform.products.matrix_products_calls"):
+              "tests.platform.products.matrix_products_calls",
+              "tests.platform.products.matrix_joint", "tests.platform.products.matrix_sme",
+              "tests.platform.billing.matrix_billing"):
     try:
         CASES.update(importlib.import_module(_name).CASES)
     except ModuleNotFoundError as _e:  # an area not built yet

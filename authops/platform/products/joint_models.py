@@ -1,0 +1,1 @@
+"""Joint modelling tables (customer labels, models, evaluations)."""

@@ -1,0 +1,1 @@
+"""SME credit services tables (white list subscriptions, financing requests)."""
