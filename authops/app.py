@@ -32,6 +32,7 @@ from authops.policies.enforcer import Authorizer, sync_role_policies
 EXTRA_ROUTERS = (
     "authops.platform.products.joint_router",
     "authops.platform.products.sme_router",
+    "authops.platform.products.report_router",
     "authops.platform.billing.router",
 )
 

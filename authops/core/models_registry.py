@@ -16,6 +16,7 @@ MODEL_MODULES = [
     "authops.platform.products.models",
     "authops.platform.products.joint_models",
     "authops.platform.products.sme_models",
+    "authops.platform.products.report_models",
 ]
 
 
