@@ -110,9 +110,41 @@ class ProductDef:
         return out
 
     def response_schema(self) -> dict[str, Any]:
+        """The answer's JSON schema. A subject the product has no answer for (a score product's
+        "found": false, a verify product's unknown claim) has null scores and labels: nullable."""
+
+        def field(f: AnswerField) -> dict[str, Any]:
+            s = f.schema()
+            if f.name != "found" and f.type != "array":
+                s["type"] = [s["type"], "null"]
+                if "enum" in s:
+                    s["enum"] = [*s["enum"], None]
+            return s
+
         return {"type": "object", "additionalProperties": False,
                 "required": [f.name for f in self.response],
-                "properties": {f.name: f.schema() for f in self.response}}
+                "properties": {f.name: field(f) for f in self.response}}
+
+    def shape(self, generic: Mapping[str, Any]) -> dict[str, Any]:
+        """The contract's answer from the platform's generic call answer (runtime.shaping: each output
+        under its name, labels under theirs, "<output>.<label>" when outputs share labels, and
+        {"status": "not_found"} for a score product's unknown subject). Of outputs sharing a label
+        (e.g. a truck asked by VIN or by plate) the one that answered wins."""
+        found = generic.get("status") != "not_found"
+        flat: dict[str, Any] = {}
+        for key, value in generic.items():
+            base = key.rsplit(".", 1)[-1]
+            if key != "status" and (value is not None or base not in flat):
+                flat[base] = value
+        for o in self.spec.outputs:
+            alias = "answer" if o.release.policy == "verify" else "score"
+            if generic.get(o.name) is not None or alias not in flat:
+                flat[alias] = generic.get(o.name)
+        out: dict[str, Any] = {}
+        for f in self.response:
+            value = found if f.name == "found" else flat.get(f.column or f.name)
+            out[f.name] = [] if f.type == "array" and value is None and f.name != "rows" else value
+        return out
 
     def answer(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The response body from one released row (the gate's output for one claim): the contract's
@@ -211,7 +243,8 @@ _DEFS: list[ProductDef] = [
                         values=("strong", "moderate", "weak", "none")),
             AnswerField("high_tech_enterprise", "string", "Recognised high-tech enterprise.", values=YES_NO),
             AnswerField("srdi_sme", "string", "On the city-or-above SRDI (专精特新) list.", values=YES_NO),
-            AnswerField("tech_sme", "string", "Registered technology SME.", values=YES_NO),
+            AnswerField("tech_sme", "string", "Registered technology SME.", values=YES_NO,
+                        column="tech_sme_tag"),
             AnswerField("invention_patent_band", "string", "Invention patents held.", values=COUNT_BANDS),
             AnswerField("pct_patent_band", "string", "PCT patents held.", values=COUNT_BANDS),
             AnswerField("software_copyright_band", "string", "Software copyrights registered.", values=COUNT_BANDS),

@@ -10,9 +10,9 @@
     The object, the row and the audit event commit with the job; a re-run after a crash writes a
     new object under the same version key, so nothing is served twice or half-built.
 
-`refresh_due(settings)` (maintenance): enqueues a rebuild of every registered product whose
-sources have a newer dataset than its current answer set was built from (or that has none yet
-but was built before), at most one queued or running rebuild per product.
+`refresh_due(settings)` (maintenance): enqueues the first build of every registered product that
+serves per-subject answers and a rebuild of every one whose sources have a newer dataset than its
+current answer set was built from, at most one queued or running build per product.
 """
 
 from __future__ import annotations
@@ -128,26 +128,32 @@ def stale(session: Session, product: Product, built: AnswerSet | None = None) ->
     return sorted(r for r, s in now.items() if (built.sources.get(r) or {}).get("dataset_id") != s["dataset_id"])
 
 
+def _served(product: Product) -> bool:
+    policies = {(o.get("release") or {}).get("policy") for o in (product.spec or {}).get("outputs", [])}
+    return bool(policies) and policies <= set(rt.SERVED_POLICIES)
+
+
 def refresh_due(settings: Settings | None = None) -> list[int]:
-    """Enqueue (and dispatch) a rebuild of every served product whose sources were updated; the job ids."""
+    """Enqueue (and dispatch) a build of every registered served product that has no answer set yet
+    (its first build, with its registered test parameters) and a rebuild of every one whose sources
+    were updated; the job ids."""
     from authops.core.db import session_scope
 
     settings = settings or get_settings()
     queued: list[int] = []
     with session_scope(settings) as session:
-        served = session.exec(select(AnswerSet.product_id).distinct()).all()
-        for pid in served:
-            p = session.get(Product, pid)
-            if p is None or p.state != "registered" or _pending(session, pid) is not None:
+        for p in session.exec(select(Product).where(Product.state == "registered").order_by(Product.id)):
+            if not _served(p) or _pending(session, p.id) is not None:
                 continue
-            built = current(session, pid)
+            built = current(session, p.id)
             try:
-                changed = stale(session, p, built)
+                changed = stale(session, p, built) if built is not None else ["first build"]
             except Exception:  # noqa: BLE001 - a product whose spec no longer plans must not stop the others
                 log.exception("cannot check the sources of product %s", p.code)
                 continue
             if changed:
-                job = enqueue(session, p, params=built.params, reason="source updated: " + ", ".join(changed))
+                reason = "first build" if built is None else "source updated: " + ", ".join(changed)
+                job = enqueue(session, p, params=built.params if built is not None else None, reason=reason)
                 queued.append(job.id)
     if queued:
         job_service.dispatch_pending(settings, job_ids=queued)

@@ -71,7 +71,16 @@ def _labels(meta: AnswerMeta, row: dict[str, Any] | None) -> dict[str, Any]:
 
 def shape_answer(meta: AnswerMeta, row: dict[str, Any] | None, claims: dict[str, str] | None = None
                  ) -> dict[str, Any]:
-    """The answer of one call (see the module docstring for the contract)."""
+    """The answer of one call: a catalogue product's in its documented contract
+    (authops.products.catalog: ProductDef.shape), any other product's as the module docstring says."""
+    from authops.products.catalog import PRODUCTS
+
+    generic = _generic(meta, row, claims)
+    defn = PRODUCTS.get(meta.product)
+    return defn.shape(generic) if defn is not None else generic
+
+
+def _generic(meta: AnswerMeta, row: dict[str, Any] | None, claims: dict[str, str] | None) -> dict[str, Any]:
     claims = claims or {}
     if meta.kind == "verify":
         answer: dict[str, Any] = {}
@@ -90,4 +99,4 @@ def shape_answer(meta: AnswerMeta, row: dict[str, Any] | None, claims: dict[str,
 
 
 def is_found(answer: dict[str, Any]) -> bool:
-    return answer.get("status") != "not_found"
+    return answer.get("status") != "not_found" and answer.get("found") is not False
