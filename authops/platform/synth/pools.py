@@ -20,7 +20,8 @@ Planted signals (all constants in `SIGNALS`, which products and tests may read):
   many violations have more accidents.
 * Abnormal billing. About 1% of the institutions (at least one), all private hospitals or
   clinics, bill abnormally: in `medical_insurance_settlements` their totals are 2.5-4 times the
-  usual and each visit is split into three settlements (more settlement items per visit_id).
+  usual, each visit is split into three settlements (more settlement items per visit_id), and they
+  draw 6 times a like clinic's visits (patients recruited for billing).
 
 `mock=True` builds a disjoint world for openly shown mock data: resident IDs use sequence codes
 800-999 (generated data 000-799), USCCs the organisation-code series "MD", VINs serials from
@@ -54,6 +55,7 @@ SIGNALS = {
     "abnormal_ops_p": (0.03, 0.30),
     "truck_risk_shape": 0.7, "violations_per_risk": 2.5, "accident_base": 0.03, "accident_per_violation": 0.04,
     "abnormal_institution_share": 0.01, "abnormal_cost_factor": (2.5, 4.0), "abnormal_split": 3,
+    "abnormal_volume_factor": 6.0,
 }
 
 
@@ -257,5 +259,6 @@ class World:
         abnormal = np.zeros(n, dtype=bool)
         abnormal[rng.choice(care, min(k, len(care)), replace=False)] = True
         volume = np.select([grade <= 1, grade <= 3, kind == 1, kind == 2], [60.0, 12.0, 4.0, 1.5], 1.0)
+        volume[abnormal] *= SIGNALS["abnormal_volume_factor"]
         return Institutions(n=n, code=code, name=names, uscc=ids.matrix_to_arrow(m), kind=kind, grade=grade,
                             district=district, abnormal=abnormal, volume=volume * rng.uniform(0.6, 1.4, n))
