@@ -82,6 +82,10 @@ def cast() -> list[CastMember]:
         CastMember(OrgKind.CUSTOMER, "pinsure", "苏州人寿保险分公司", "Suzhou Life Insurance Branch",
                    (("pinsure-admin", "保险 吕婷", ("customer_admin",)),
                     ("pinsure-dev", "集成 韩松", ("customer_integrator",)))),
+        # The medical-insurance bureau's fund-supervision division, a user of the free supervision product.
+        CastMember(OrgKind.CUSTOMER, "ybj", "市医疗保障局基金监管处", "Medical Insurance Bureau, fund supervision",
+                   (("ybj-admin", "医保 邵军", ("customer_admin",)),
+                    ("ybj-analyst", "医保 谢敏", ("customer_integrator",)))),
         CastMember(OrgKind.AUDITOR, "audit-firm", "苏州信安会计师事务所", "Suzhou Xin'an Audit Firm",
                    (("auditor-1", "审计师 林芳", ("auditor",)),)),
     ]

@@ -87,7 +87,12 @@ def run_checks(settings: Settings, password: str, say: Callable[..., None]) -> N
 
         governance_story.run(settings, client, password, say)
         say("")
-        say("8. After the year: the auditor verifies the log offline", bold=True)
+        say("8. The seven products: registered, built ahead, called", bold=True)
+        from authops.demo import products_story
+
+        products_story.run(settings, client, password, say)
+        say("")
+        say("9. After the year: the auditor verifies the log offline", bold=True)
         auditor_verifies(settings, say)
 
 
