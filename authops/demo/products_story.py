@@ -306,6 +306,8 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
         say(f"   scb asks about an enterprise that has not authorized it -> {_refusal(r, 120)}",
             fg="green" if r.status_code == 403 else "red")
 
+        _joint_model(client, who, keys, subjects, tables, say)
+
         # --- the free supervision report --------------------------------------------------------------
         say("   the medical-insurance bureau's supervision report (differentially private, free)", bold=True)
         code = "medical_insurance_spending_supervision"
@@ -326,6 +328,42 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
         say(f"   asked again -> {again['state']} at once with the same figures "
             f"({'identical' if again.get('rows') == rows else 'DIFFERENT'}): no new budget spent, no noise to "
             "average away", fg="green" if again.get("rows") == rows else "red")
+
+
+def _joint_model(client, who, keys: dict[str, dict[str, str]], subjects: dict[str, list[str]],
+                 tables: dict[str, pa.Table], say: Callable[..., None]) -> None:
+    """The bank's own loan outcomes train a model inside; only metrics and a scoring endpoint leave."""
+    from authops.platform.products.joint_synth import labels_csv, synthetic_labels
+
+    ok = dict(fg="green")
+    say("   joint modelling: the bank's loan outcomes stay inside", bold=True)
+    labels = synthetic_labels(tables, 800, seed=1)
+    bad = sum(y for _, y in labels)
+    m = _json(client.post("/api/v1/products/joint-models", headers=keys["scb"], data={"name": "小微贷款违约模型"},
+                          files={"file": ("loan-outcomes.csv", labels_csv(labels), "text/csv")}))
+    say(f"   scb uploads {len(labels)} loan outcomes ({bad} went bad), encrypted into the sandbox -> model "
+        f"{m['id']} {m['state']}", **ok)
+    deadline = _time.monotonic() + 300
+    while m["state"] in ("queued", "training", "running") and _time.monotonic() < deadline:
+        _time.sleep(0.5)
+        m = _json(client.get(f"/api/v1/products/joint-models/{m['id']}", headers=keys["scb"]))
+    mt, bl = m.get("metrics") or {}, m.get("baseline_metrics") or {}
+    say(f"   trained inside on {len(m.get('features') or [])} public-data features ({', '.join((m.get('features') or [])[:4])}, …), {m.get('matched')} matched firms; holdout of "
+        f"{mt.get('holdout')}: AUC {mt.get('auc')} / KS {mt.get('ks')} against the label-free credit score's "
+        f"AUC {bl.get('auc')} / KS {bl.get('ks')}",
+        fg="green" if m["state"] == "ready" and (mt.get("auc") or 0) > (bl.get("auc") or 1) else "red")
+    firm = subjects["enterprise"][0]
+    r = client.post(f"/api/v1/products/joint-models/{m['id']}/scores", headers=keys["scb"],
+                    json={"subject": firm, "purpose": "小微企业贷前审查"})
+    body = _json(r)
+    say(f"   scb scores {_mask(firm)} with its own model -> score {body.get('score')}, grade {body.get('grade')}",
+        **ok)
+    peek = client.get(f"/api/v1/products/joint-models/{m['id']}", headers=who("ops-admin"))
+    other = client.post(f"/api/v1/products/joint-models/{m['id']}/scores", headers=keys["pinsure"],
+                        json={"subject": firm, "purpose": "核保"})
+    say(f"   the operator reads the bank's model -> {peek.status_code}; the insurer scores with it -> "
+        f"{other.status_code}; no route returns the labels or the coefficients to anyone",
+        fg="green" if peek.status_code in (403, 404) and other.status_code in (403, 404) else "red")
 
 
 def by_id_code(orgs: dict[str, dict], code: str) -> str:
