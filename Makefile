@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 readme: $(STAMP)
 	$(BIN)/python -m authops.readme
+	$(BIN)/python -m authops.products.docs
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.authz

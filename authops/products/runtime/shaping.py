@@ -33,6 +33,12 @@ def check_claims(meta: AnswerMeta, claims: dict[str, Any] | None) -> dict[str, s
     the output's enumerated answers (naming the field)."""
     if not claims:
         return {}
+    from authops.products.catalog import PRODUCTS
+
+    if meta.product in PRODUCTS:
+        raise InvalidInput(f"{meta.product} answers the recorded values (e.g. the amount band and the award's "
+                           "recency) for you to compare with your claim; send no claims",
+                           details={"field": "claims"})
     if not isinstance(claims, dict):
         raise InvalidInput("claims is an object: {output: claimed value}", details={"field": "claims"})
     if meta.kind != "verify":
