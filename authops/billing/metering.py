@@ -1,11 +1,25 @@
-"""Metering: what a product call or batch costs under its agreement, and its usage record.
+"""Metering: what a product call, batch or subscription period costs, and its usage record.
 
-Pricing (the usage agreement's `pricing_method` and `price_fen`):
+`meter` keeps the signature its callers use (they pass the usage agreement's `pricing_method` and
+`price_fen`) and rates the use at the moment it happens (authops.billing.rating.rate):
+    unit price = min(agreement price, operator's price in force, bureau's cap in force); 0 for a
+    free product. So the agreement's price never wins when a cap or published price in force is lower.
+Units by pricing method:
     per_call, per_record: price x units (a call is one unit; a batch, its answered rows);
     per_batch: price once per batch, and once per synchronous call (a batch of one);
-    monthly, free: 0 per use (a subscription is invoiced by period, not by use).
-Money is integer fen. The record is added to the caller's transaction (flushed, not committed),
-so an answer and its charge commit together or not at all.
+    monthly: price once per subscription period (channel "subscription"), 0 per use;
+    free: 0.
+Exactly once: `request_id` is unique and (customer, idempotency key) is unique, so a second
+insert of the same use fails at flush and the caller's rollback undoes the whole use.
+
+Revenue ceiling: a paid use adds its amount to the operator's running total of the year
+(billing_revenue_counter) with ONE conditional UPDATE ("... WHERE revenue + amount <= ceiling")
+before the usage record is written. On PostgreSQL concurrent transactions queue on that row and
+each re-checks the condition against the committed total, so parallel calls stop exactly at the
+ceiling; a refused use raises RevenueCeilingReached having written nothing but its audit event.
+Crossing a warning threshold (default 80% and 95%) records a RevenueWarning once per threshold and
+ceiling (a raised ceiling warns again).
+Money is integer fen. Everything is flushed into the caller's transaction, never committed here.
 """
 
 from __future__ import annotations
@@ -13,19 +27,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+import sqlalchemy as sa
+from sqlalchemy import select, update
 from sqlmodel import Session
 
-from authops.billing.models import UsageRecord
+from authops.audit import log as audit_log
+from authops.billing.models import Price, PriceCap, RevenueCounter, RevenueWarning, UsageRecord
+from authops.billing.prices import ensure_counter, in_force_clause, insert_ignore
+from authops.billing.rating import FREE_CATEGORIES, METHOD_UNIT, rate, shanghai_year
 from authops.core.clock import utcnow
-from authops.core.errors import InvalidInput
+from authops.core.errors import Forbidden, InvalidInput
 
 PER_UNIT = ("per_call", "per_record")
-UNPRICED = ("monthly", "free")
+UNPRICED = ("free",)
+# The product table is governance's; billing reads two columns of it without importing the layer above.
+_PRODUCT = sa.table("gov_product", sa.column("id"), sa.column("operator_org_id"), sa.column("category"))
+
+
+class RevenueCeilingReached(Forbidden):
+    code = "revenue_ceiling_reached"
 
 
 def amount(pricing_method: str, price_fen: int, units: int, *, channel: str = "call") -> tuple[int, int]:
-    """(unit price, amount) in fen for `units` used through `channel` (call | batch)."""
+    """(unit price, amount) in fen for `units` used through `channel` (call | batch | subscription)."""
     if not isinstance(units, int) or units < 0:
         raise InvalidInput("units is a whole number, 0 or more", details={"field": "units"})
     if pricing_method in UNPRICED or not price_fen:
@@ -34,6 +58,8 @@ def amount(pricing_method: str, price_fen: int, units: int, *, channel: str = "c
         return price_fen, price_fen * units
     if pricing_method == "per_batch":
         return price_fen, price_fen if units or channel == "call" else 0
+    if pricing_method == "monthly":
+        return (price_fen, price_fen) if channel == "subscription" else (0, 0)
     raise InvalidInput(f"unknown pricing method {pricing_method!r}", details={"field": "pricing_method"})
 
 
@@ -43,16 +69,94 @@ def find(session: Session, customer_org_id: int, idempotency_key: str) -> UsageR
                            ).scalars().first()
 
 
+def terms_in_force(session: Session, product_id: int, unit: str, at: datetime) -> tuple[int | None, bool, int | None,
+                                                                                        int | None]:
+    """(operator, free?, operator's price, cap) for a product and unit at `at`: one statement."""
+    cap = (select(PriceCap.cap_fen).where(PriceCap.product_id == product_id, PriceCap.unit == unit,
+                                          PriceCap.effective_from <= at)
+           .order_by(PriceCap.id.desc()).limit(1).scalar_subquery())
+    price = (select(Price.price_fen).where(Price.operator_org_id == _PRODUCT.c.operator_org_id,
+                                           Price.product_id == product_id, Price.unit == unit, in_force_clause(at))
+             .order_by(Price.id.desc()).limit(1).scalar_subquery())
+    row = session.execute(select(_PRODUCT.c.operator_org_id, _PRODUCT.c.category, price, cap)
+                          .where(_PRODUCT.c.id == product_id)).first()
+    if row is None:
+        raise InvalidInput(f"no product {product_id}", details={"field": "product_id"})
+    return row[0], row[1] in FREE_CATEGORIES, row[2], row[3]
+
+
+def _charge(session: Session, operator_org_id: int, at: datetime, total: int) -> tuple[int, int | None, list[int]]:
+    """Add `total` to the year's running total if it stays within the ceiling; (revenue, ceiling, warnings)."""
+    year = shanghai_year(at)
+    stmt = (update(RevenueCounter)
+            .where(RevenueCounter.operator_org_id == operator_org_id, RevenueCounter.year == year,
+                   sa.or_(RevenueCounter.ceiling_fen.is_(None),
+                          RevenueCounter.revenue_fen + total <= RevenueCounter.ceiling_fen))
+            .values(revenue_fen=RevenueCounter.revenue_fen + total)
+            .returning(RevenueCounter.revenue_fen, RevenueCounter.ceiling_fen, RevenueCounter.warn_at_pct)
+            .execution_options(synchronize_session=False))
+    row = session.execute(stmt).first()
+    if row is None:
+        counter = ensure_counter(session, operator_org_id, year)
+        if counter.ceiling_fen is None or counter.revenue_fen + total <= counter.ceiling_fen:
+            row = session.execute(stmt).first()
+    if row is None:
+        counter = ensure_counter(session, operator_org_id, year)
+        raise RevenueCeilingReached(
+            f"the operator's revenue for {year} would exceed its maximum permitted revenue "
+            f"({counter.revenue_fen} + {total} > {counter.ceiling_fen} fen): paid orders are refused for the rest "
+            "of the year (BRIEF 7); nothing was charged",
+            details={"rule": "maximum_permitted_revenue", "year": year, "revenue_fen": counter.revenue_fen,
+                     "ceiling_fen": counter.ceiling_fen, "amount_fen": total})
+    return int(row[0]), row[1], list(row[2] or [])
+
+
+def _warn(session: Session, operator_org_id: int, at: datetime, revenue: int, total: int, ceiling: int | None,
+          thresholds: list[int]) -> None:
+    if not ceiling:
+        return
+    for pct in thresholds:
+        mark = ceiling * pct / 100
+        if revenue - total < mark <= revenue:
+            year = shanghai_year(at)
+            if insert_ignore(session, RevenueWarning, {"operator_org_id": operator_org_id, "year": year,
+                                                       "threshold_pct": pct, "revenue_fen": revenue,
+                                                       "ceiling_fen": ceiling, "at": at}):
+                audit_log.record(session, audit_log.SYSTEM, "billing.revenue.warning", object_type="organisation",
+                                 object_id=operator_org_id, details={"year": year, "threshold_pct": pct,
+                                                                     "revenue_fen": revenue, "ceiling_fen": ceiling})
+
+
 def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_id: int, request_id: str,
           pricing_method: str, price_fen: int, units: int = 1, channel: str = "call",
           idempotency_key: str | None = None, request_sha256: str = "", response: dict[str, Any] | None = None,
           at: datetime | None = None) -> UsageRecord:
-    """Add the usage record (flush: a duplicate idempotency key raises IntegrityError here)."""
-    unit_price, total = amount(pricing_method, price_fen, units, channel=channel)
+    """Rate, charge against the ceiling and add the usage record (see the module docstring).
+
+    When `response` carries a "metered" entry, its amount_fen is set to the amount charged (the
+    stored response, which a replay returns, then agrees with the charge)."""
+    at = at or utcnow()
+    unit = METHOD_UNIT.get(pricing_method, "")
+    operator, free, price, cap = terms_in_force(session, product_id, unit, at)
+    unit_price, source = rate(price_fen, price, cap, free=free or pricing_method in UNPRICED)
+    unit_price, total = amount(pricing_method, unit_price, units, channel=channel)
+    if total and operator is not None:
+        try:
+            revenue, ceiling, thresholds = _charge(session, operator, at, total)
+        except RevenueCeilingReached as exc:
+            audit_log.record(session, audit_log.SYSTEM, "billing.revenue.refused", outcome="denied",
+                             object_type="product", object_id=product_id,
+                             details={"customer_org_id": customer_org_id, "request_id": request_id, **exc.details})
+            raise
+        _warn(session, operator, at, revenue, total, ceiling, thresholds)
+    if isinstance(response, dict) and isinstance(response.get("metered"), dict):
+        response["metered"]["amount_fen"] = total
     rec = UsageRecord(customer_org_id=customer_org_id, product_id=product_id, agreement_id=agreement_id,
                       request_id=request_id, channel=channel, units=units, unit_price_fen=unit_price,
                       amount_fen=total, pricing_method=pricing_method, idempotency_key=idempotency_key,
-                      request_sha256=request_sha256, response=dict(response or {}), at=at or utcnow())
+                      request_sha256=request_sha256, response=dict(response or {}), at=at,
+                      operator_org_id=operator, unit=unit, agreed_price_fen=max(int(price_fen or 0), 0),
+                      price_source=source)
     session.add(rec)
     session.flush()
     return rec

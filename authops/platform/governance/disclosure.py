@@ -39,20 +39,20 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 LABELS: dict[str, dict[str, str]] = {
     "zh": {"title": "公共数据资源授权运营信息公开", "authorized": "授权运营机构", "partners": "生态合伙人",
-           "products": "已登记数据产品及价格", "price_caps": "价格上限", "audit_results": "审计结果与公告",
+           "products": "已登记数据产品及价格", "price_caps": "价格上限与运营机构价格", "audit_results": "审计结果与公告",
            "audit_log": "审计日志签名检查点", "operator": "运营机构", "scope": "授权范围", "term": "授权期限",
            "starts_on": "起始日", "ends_on": "终止日", "state": "状态", "industry": "行业", "name": "名称",
            "registration_number": "登记编号", "category": "类别", "price": "价格（元）", "price_unit": "计价单位",
            "free": "免费", "year": "年度", "published_at": "发布时间",
-           "price_caps_note": "价格上限尚未发布（价格上限功能尚未上线）"},
+           "price_caps_note": "数据局核定的价格上限与运营机构在上限内的现行价格；公共治理、公益类产品免费"},
     "en": {"title": "Public data authorized operation: disclosure", "authorized": "Authorized operator",
            "partners": "Industry partners", "products": "Registered data products and prices",
-           "price_caps": "Price caps", "audit_results": "Audit results and notices",
+           "price_caps": "Price caps and operator prices", "audit_results": "Audit results and notices",
            "audit_log": "Audit log signed checkpoint", "operator": "Operator", "scope": "Scope", "term": "Term",
            "starts_on": "Starts on", "ends_on": "Ends on", "state": "State", "industry": "Industry", "name": "Name",
            "registration_number": "Registration number", "category": "Category", "price": "Price (yuan)",
            "price_unit": "Price unit", "free": "Free", "year": "Year", "published_at": "Published at",
-           "price_caps_note": "No price caps are published yet (price caps are not built yet)"},
+           "price_caps_note": "The bureau's price caps and the operator's prices in force within them; public-governance and public-welfare products are free"},
 }
 STATE_ZH = {"active": "有效", "pending": "待签署", "expired": "已到期", "terminated": "已终止", "exited": "已退出"}
 CATEGORY_ZH = {"industry": "行业产品", "public_governance": "公共治理（免费）", "public_welfare": "公益（免费）"}
@@ -202,6 +202,12 @@ def public_disclosure(session: Session, settings: Settings | None = None, *, lan
     labels = LABELS[lang]
     return {"lang": lang, "labels": labels, "generated_at": now, "generated_at_local": show(now),
             "authorized": authorized, "partners": partners, "products": _products(session, lang),
-            "price_caps": [], "price_caps_note": labels["price_caps_note"],
+            "price_caps": _published_prices(session), "price_caps_note": labels["price_caps_note"],
             "audit_results": [disclosure_view(c) for c in published],
             "audit_log": _checkpoint(session, settings)}
+
+
+def _published_prices(session: Session) -> list[dict[str, Any]]:
+    from authops.platform.billing.pricing import published_prices  # billing builds on governance
+
+    return published_prices(session)

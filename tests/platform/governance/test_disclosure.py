@@ -74,7 +74,9 @@ def test_the_page_is_public_and_lists_who_is_authorized(client, session, w):
         "state": "有效"}]
     p1, p2, _ = w["partners"]
     assert [(p["name"], p["industry"]) for p in page["partners"]] == [(p1.name_zh, "insurance"), (p2.name_zh, "finance")]
-    assert page["price_caps"] == [] and "尚未" in page["price_caps_note"]
+    # no cap or price set yet: each registered product listed with no units (free ones say so)
+    assert {x["registration_number"] for x in page["price_caps"]} == {"DP-2026-0001", "DP-2026-0002"}
+    assert all(x["units"] == [] for x in page["price_caps"]) and "上限" in page["price_caps_note"]
     text = json.dumps(page, ensure_ascii=False)
     assert "DP-2026-0001" in text and "DP-2026-0002" in text and "未登记产品" not in text
     assert "internal spec" not in text
