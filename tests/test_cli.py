@@ -95,6 +95,12 @@ def test_demo_tells_the_story(tmp_path):
     assert re.search(r"scb bank_credit_assessment \S+ -> found=True, score=[\d.]+, grade=[D-E]", out)
     assert re.search(r"holdout of \d+: AUC ([\d.]+)", out) and "the insurer scores with it -> 404" in out
     assert "flagged as anomalous billing: H32" in out and "(identical): no new budget spent" in out
+    # the billing chapter: caps hold, trial prices filed, the ceiling refuses, the settlement adds up
+    assert "-> 422 price_above_cap" in out and "-> 422 free_product" in out and "are trial prices" in out
+    assert "warnings raised at 80%, 95%" in out and "the next paid call -> 403 revenue_ceiling_reached" in out
+    assert "before it ends -> 409 year_not_ended" in out
+    m = re.search(r"shares sum to ([\d,.]+) = revenue ([\d,.]+) yuan exactly", out)
+    assert m and m.group(1) == m.group(2)
 
 
 def test_audit_export_and_offline_verify(tmp_path):

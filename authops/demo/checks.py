@@ -90,9 +90,14 @@ def run_checks(settings: Settings, password: str, say: Callable[..., None]) -> N
         say("8. The seven products: registered, built ahead, called", bold=True)
         from authops.demo import products_story
 
-        products_story.run(settings, client, password, say)
+        keys, subjects = products_story.run(settings, client, password, say)
         say("")
-        say("9. After the year: the auditor verifies the log offline", bold=True)
+        say("9. Prices, billing and the yearly settlement", bold=True)
+        from authops.demo import billing_story
+
+        billing_story.run(settings, client, password, say, keys, subjects)
+        say("")
+        say("10. After the year: the auditor verifies the log offline", bold=True)
         auditor_verifies(settings, say)
 
 

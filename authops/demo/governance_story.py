@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 GOV = "/api/v1/governance"
 PUBLIC = "/api/v1/public"
 
-OPERATOR_SHARES = {"shares_pct": {"provider_departments": 30, "operator": 50, "partners": 20}}
+OPERATOR_SHARES = {"shares_pct": {"provider_departments": 30, "operator": 40, "partners": 20, "public": 10}}
 SCORES = {"szdataops": (88, 91, 86), "szcloud": (79, 74, 81)}
 RULES = ["数据分类分级管理办法", "数据安全事件应急预案", "数据出域审批制度"]
 PARTNER_MATERIALS = ["business_licence", "capability_statement", "security_commitment"]
@@ -232,7 +232,7 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
     shares = ag["terms"]["revenue_distribution"]["shares_pct"]
     say(f"   authorization agreement {ag['number']}: term {ag['starts_on']} to {ag['ends_on']} "
         f"({ag['terms']['term_years']} years); revenue shares departments {shares['provider_departments']}% / "
-        f"operator {shares['operator']}% / partners {shares['partners']}%", **ok)
+        f"operator {shares['operator']}% / partners {shares['partners']}% / public {shares['public']}%", **ok)
     say(f"   bureau-admin and ops-admin accept its text (SHA-256 {_short(ag['text_sha256'])}) -> {acc['state']}",
         **ok)
     r = client.post(f"{GOV}/partners/calls", headers=who("szcloud-admin"), json={

@@ -133,7 +133,9 @@ def _bid_claims(tables: dict[str, pa.Table]) -> tuple[str, str]:
     raise RuntimeError("the synthetic city has no won tender")
 
 
-def run(settings: Settings, client: TestClient, password: str, say: Callable[..., None]) -> None:
+def run(settings: Settings, client: TestClient, password: str, say: Callable[..., None]
+        ) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
+    """The chapter; returns each customer's API-key headers and the subjects called (for billing)."""
     ok = dict(fg="green")
     who = _Logins(client, password)
     orgs = {o["code"]: o for o in _json(client.get("/api/v1/orgs", headers=who("bureau-admin")))}
@@ -328,6 +330,7 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
         say(f"   asked again -> {again['state']} at once with the same figures "
             f"({'identical' if again.get('rows') == rows else 'DIFFERENT'}): no new budget spent, no noise to "
             "average away", fg="green" if again.get("rows") == rows else "red")
+    return keys, subjects
 
 
 def _joint_model(client, who, keys: dict[str, dict[str, str]], subjects: dict[str, list[str]],
