@@ -34,6 +34,8 @@ EXTRA_ROUTERS = (
     "authops.platform.products.joint_router",
     "authops.platform.products.sme_router",
     "authops.platform.products.report_router",
+    "authops.platform.assessment.router",
+    "authops.platform.auditwork.router",
     "authops.platform.billing.router",
 )
 

@@ -17,6 +17,8 @@ MODEL_MODULES = [
     "authops.platform.products.joint_models",
     "authops.platform.products.sme_models",
     "authops.platform.products.report_models",
+    "authops.platform.assessment.models",
+    "authops.platform.auditwork.models",
 ]
 
 

@@ -355,6 +355,7 @@ for _name in ("tests.platform.governance.matrix_operator", "tests.platform.gover
               "tests.platform.products.matrix_products_calls",
               "tests.platform.products.matrix_joint", "tests.platform.products.matrix_sme",
               "tests.platform.products.matrix_reports",
+              "tests.platform.assessment.matrix_assessment", "tests.platform.auditwork.matrix_auditwork",
               "tests.platform.billing.matrix_billing"):
     try:
         CASES.update(importlib.import_module(_name).CASES)

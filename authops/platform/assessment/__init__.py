@@ -1,0 +1,1 @@
+"""Supervision over the year: pre-filing, annual assessment, consequences, department assessment."""

@@ -1,0 +1,1 @@
+"""Assessment tables (pre-filings, ratings, assessments, rectifications, department assessments)."""

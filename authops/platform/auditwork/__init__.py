@@ -1,0 +1,1 @@
+"""Third-party audit support and the yearly reports."""

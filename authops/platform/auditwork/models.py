@@ -1,0 +1,1 @@
+"""Audit-work tables (audit findings, generated reports)."""
