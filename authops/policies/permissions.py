@@ -87,6 +87,11 @@ ACTIONS: dict[str, Action] = {a.name: a for a in [
     _a("assessment.manage", "audit", "年度评估", "Run annual assessments", cross_org=True),
     _a("supervise.read", "audit", "监督查看", "Read-only supervision", cross_org=True),
     _a("disclosure.publish", "audit", "信息公开", "Publish disclosures", cross_org=True),
+    # SME credit services (issue 7, item 4)
+    _a("whitelist.subscribe", "sme", "订阅白名单推送", "Subscribe to the SME white list"),
+    _a("loan_product.manage", "sme", "管理本行信贷产品", "Manage own bank's loan products"),
+    _a("financing.handle", "sme", "受理匹配的融资需求", "Handle financing requests matched to own bank"),
+    _a("financing.request", "sme", "提交和跟踪本企业融资需求", "Submit and track own enterprise's financing requests"),
 ]}
 
 _BASE = ("self.read", "org.read", "todo.read")
@@ -130,6 +135,10 @@ ROLES: dict[str, Role] = {r.name: r for r in [
        "catalog.read", "agreement.sign", "product.call", "billing.read", "consent.submit"),
     _r("customer_integrator", OrgKind.CUSTOMER, "用户单位集成工程师", "Customer integration engineer",
        *_BASE, "product.call", "billing.read", "consent.submit"),
+    _r("bank_credit_officer", OrgKind.CUSTOMER, "银行信贷经理", "Bank credit officer", *_BASE,
+       "product.call", "whitelist.subscribe", "loan_product.manage", "financing.handle"),
+    _r("enterprise_finance", OrgKind.CUSTOMER, "企业融资专员", "Enterprise financing officer", *_BASE,
+       "financing.request"),
     _r("auditor", OrgKind.AUDITOR, "第三方审计", "Third-party auditor", *_BASE, "org.read_all",
        "audit.read", "audit.read_all", "audit.verify"),
 ]}

@@ -28,8 +28,9 @@ def run_due(settings: Settings, *, force: bool = False) -> dict[str, Any]:
         counts.update({f"reminders_{k}": v for k, v in notifications.flag_due_now(settings).items()})
         # Answer sets whose sources have newer datasets are rebuilt; expired batch results removed.
         from authops.platform.products import batch as product_batches
-        from authops.platform.products import precompute
+        from authops.platform.products import precompute, sme_whitelist
 
         counts["answer_sets_queued"] = len(precompute.refresh_due(settings))
         counts["batch_results_expired"] = product_batches.sweep_expired(settings)
+        counts["sme_whitelists_pushed"] = len(sme_whitelist.push_due(settings))
     return counts
