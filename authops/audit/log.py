@@ -3,20 +3,27 @@
 `record()` queues an event on the session; just before that session commits, every queued
 event is chained (seq, prev hash) under a lock on the chain head and inserted. If the insert
 fails the commit fails, so an action cannot commit without its event. Events of one
-transaction share one head update (batching without loosening the guarantee).
+transaction share one head update (batching without loosening the guarantee). The head is
+locked last (after the transaction's other writes are flushed) and held only for the append
+and the COMMIT; transactions in every process queue on that one lock, so the chain has no gaps
+and no forks. On PostgreSQL a transaction's single event (a product call's) is locked, chained,
+inserted and the head moved in one statement, hashed by the database (`_append_in_database`),
+so the lock spans that statement and the COMMIT only, not the application's work in between.
+Several events, and SQLite, take three statements (claim the tip, insert, move the tip).
 Events carry who, what, when, where from, outcome and sizes: never data values.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import Text, bindparam, cast, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 
@@ -57,6 +64,7 @@ def as_actor(actor: Actor | Principal | None) -> Actor:
     return actor if isinstance(actor, Actor) else Actor.of(actor)
 _EVENT = AuditEvent.__table__
 _HEAD = AuditHead.__table__
+_SET_TIP = _HEAD.update().where(_HEAD.c.id == 1).values(hash=bindparam("tip"))
 
 
 @dataclass
@@ -124,6 +132,7 @@ def _drop_pending(session: OrmSession, *_: object) -> None:
 def _append_pending(session: OrmSession) -> None:
     events: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
     if events:
+        session.flush()  # the transaction's own writes first: the chain head stays locked only for the append
         first = append(session, events)
         session.info[APPENDED_KEY] = list(range(first, first + len(events)))
 
@@ -142,45 +151,91 @@ def _notify(session: OrmSession) -> None:
 
 def append(session: OrmSession, events: list[PendingEvent]) -> int:
     """Chain and insert events now, in the session's transaction; returns the first seq."""
-    head = _lock_head(session)
-    seq, prev = head
+    conn = session.connection()
+    if len(events) == 1 and conn.dialect.name == "postgresql":
+        return _append_in_database(conn, events[0])
+    seq, prev = _claim(conn, len(events))
     first = seq + 1
     rows = []
     for ev in events:
         seq += 1
-        body = {
-            "v": canonical.VERSION, "seq": seq, "ts": canonical.timestamp(ev.ts), "prev": prev,
-            "actor": {"kind": ev.actor.kind, "id": ev.actor.id, "name": ev.actor.name,
-                      "org": ev.actor.org_id, "ip": ev.actor.ip, "region": ev.actor.region},
-            "action": ev.action, "outcome": ev.outcome,
-            "object": {"type": ev.object_type, "id": ev.object_id},
-            "size": {"rows": ev.rows, "bytes": ev.bytes, "subjects": ev.subjects},
-            "details": ev.details,
-        }
-        data = canonical.encode(body)
+        data = canonical.encode(_body(ev, seq, prev))
         digest = canonical.chain_hash(data)
-        rows.append({"seq": seq, "ts": ev.ts, "actor_kind": ev.actor.kind, "actor_id": ev.actor.id,
-                     "actor_name": ev.actor.name[:200], "org_id": ev.actor.org_id, "action": ev.action,
-                     "object_type": ev.object_type, "object_id": ev.object_id, "outcome": ev.outcome,
-                     "ip": ev.actor.ip, "region": ev.actor.region, "rows": ev.rows, "nbytes": ev.bytes,
-                     "subjects": ev.subjects, "prev_hash": prev, "hash": digest, "canonical": data})
+        rows.append({**_columns(ev), "seq": seq, "prev_hash": prev, "hash": digest, "canonical": data})
         prev = digest
-    # Core statements on the session's connection: the ORM's bulk path costs more than the I/O.
-    conn = session.connection()
+    # Core statements on the session's connection (the ORM's bulk path costs more than the I/O).
     conn.execute(_EVENT.insert(), rows)
-    conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_SET_TIP, {"tip": prev})
     return first
 
 
-def _lock_head(session: OrmSession) -> tuple[int, str]:
-    """(seq, hash) of the tip, locked until commit: FOR UPDATE on PostgreSQL; on SQLite the
-    no-op UPDATE takes the database write lock first."""
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
-        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)).first()
-    else:
-        row = conn.execute(select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()).first()
+def _body(ev: PendingEvent, seq: int, prev: str) -> dict[str, Any]:
+    return {
+        "v": canonical.VERSION, "seq": seq, "ts": canonical.timestamp(ev.ts), "prev": prev,
+        "actor": {"kind": ev.actor.kind, "id": ev.actor.id, "name": ev.actor.name,
+                  "org": ev.actor.org_id, "ip": ev.actor.ip, "region": ev.actor.region},
+        "action": ev.action, "outcome": ev.outcome,
+        "object": {"type": ev.object_type, "id": ev.object_id},
+        "size": {"rows": ev.rows, "bytes": ev.bytes, "subjects": ev.subjects},
+        "details": ev.details,
+    }
+
+
+def _columns(ev: PendingEvent) -> dict[str, Any]:
+    return {"ts": ev.ts, "actor_kind": ev.actor.kind, "actor_id": ev.actor.id, "actor_name": ev.actor.name[:200],
+            "org_id": ev.actor.org_id, "action": ev.action, "object_type": ev.object_type,
+            "object_id": ev.object_id, "outcome": ev.outcome, "ip": ev.actor.ip, "region": ev.actor.region,
+            "rows": ev.rows, "nbytes": ev.bytes, "subjects": ev.subjects}
+
+
+def _claim(conn, n: int) -> tuple[int, str]:
+    """Reserve `n` sequence numbers: (seq, hash) of the tip before them, which stays locked until
+    commit (the UPDATE's row lock on PostgreSQL, the database write lock on SQLite), so concurrent
+    transactions chain one after the other whatever process they run in."""
+    row = conn.execute(_HEAD.update().where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + n)
+                       .returning(_HEAD.c.seq, _HEAD.c.hash)).first()
     if row is None:
         raise RuntimeError("audit_head row missing: run `authops db upgrade`")
-    return int(row[0]), row[1]
+    return int(row[0]) - n, row[1]
+
+
+def _append_in_database(conn, ev: PendingEvent) -> int:
+    """One event on PostgreSQL, in one statement that locks the tip, chains, inserts and moves the
+    tip, so the lock is held for that statement and the COMMIT only: none of this process's work
+    (which may wait for a CPU or the GIL) sits between taking the lock and asking to release it.
+
+    The canonical bytes are this event's JSON with `prev` and `seq` filled in by the database:
+    sorted keys put `"prev":"…","seq":…,` together, so the text around them is prepared here (the
+    split is found through a random stand-in for prev) and the database joins the three parts with
+    the tip's hash and the next seq, and hashes the result with sha256(): the same bytes and hash
+    `canonical.encode` and `chain_hash` give, which the verifiers recompute."""
+    stand_in = secrets.token_hex(16)
+    text = canonical.encode(_body(ev, 0, stand_in)).decode("utf-8")
+    joint = f'"prev":"{stand_in}","seq":0,'
+    at = text.index(joint)
+    row = conn.execute(_APPEND_ONE, {**{"e_" + k: v for k, v in _columns(ev).items()},
+                                     "before_prev": text[:at] + '"prev":"', "before_seq": '","seq":',
+                                     "after_seq": "," + text[at + len(joint):]}).first()
+    if row is None:
+        raise RuntimeError("audit_head row missing: run `authops db upgrade`")
+    return int(row[0])
+
+
+def _append_one_statement():
+    tip = (select((_HEAD.c.seq + 1).label("seq"), _HEAD.c.hash.label("prev")).where(_HEAD.c.id == 1)
+           .with_for_update().cte("tip"))
+    joined = (bindparam("before_prev", type_=Text()) + tip.c.prev + bindparam("before_seq", type_=Text())
+              + cast(tip.c.seq, Text()) + bindparam("after_seq", type_=Text()))
+    body = select(tip.c.seq, tip.c.prev, func.convert_to(joined, "UTF8").label("data")).cte("body")
+    named = [c for c in _EVENT.columns if c.name not in ("seq", "prev_hash", "hash", "canonical")]
+    inserted = (_EVENT.insert().from_select(
+        ["seq", *(c.name for c in named), "prev_hash", "hash", "canonical"],
+        select(body.c.seq, *(bindparam("e_" + c.name, type_=c.type) for c in named), body.c.prev,
+               func.encode(func.sha256(body.c.data), "hex"), body.c.data))
+        .returning(_EVENT.c.seq, _EVENT.c.hash).cte("inserted"))
+    return (_HEAD.update().where(_HEAD.c.id == 1)
+            .values(seq=select(inserted.c.seq).scalar_subquery(), hash=select(inserted.c.hash).scalar_subquery())
+            .returning(_HEAD.c.seq))
+
+
+_APPEND_ONE = _append_one_statement()  # built once: its compiled form is cached

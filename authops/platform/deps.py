@@ -69,7 +69,11 @@ class Require:
     """Route dependency: authenticate, then check one action from the permission matrix.
 
     Every route either depends on a Require or is on the public allow-list
-    (authops.app.PUBLIC_ROUTES); a test walks all routes to keep it so.
+    (authops.app.PUBLIC_ROUTES); a test walks all routes to keep it so. Nothing is cached between
+    requests: the credential, the blocks and (for a user) the policy version are read each time,
+    so a revocation, block or role change refuses the next request in every process. An API key
+    costs one query (`identity_service.authenticate` reads the key, its organisation and whether
+    a block names it together) plus, once a minute, its last-use update.
     """
 
     def __init__(self, action: str) -> None:
@@ -81,19 +85,19 @@ class Require:
         settings: Settings = request.app.state.settings
         ip = client_ip(request)
         try:
-            principal = identity_service.resolve_credential(session, credential_from(request), ip=ip)
+            found = identity_service.authenticate(session, credential_from(request), ip=ip)
         except Unauthenticated as exc:
             refusal(request, audit_log.Actor(kind="anonymous", ip=ip, region=region_of(settings, ip)),
                     "auth.rejected", exc)
             raise
-        principal = replace(principal, region=region_of(settings, ip))
-        try:  # an active block or throttle (anomaly supervision) refuses before any action
-            anomaly_service.check_access(session, principal, action=self.action)
-        except Forbidden as exc:
-            refusal(request, actor_of(principal), "access.blocked", exc, outcome="blocked")
-            raise
-        authorizer.refresh(session)
-        if not authorizer.allowed(principal, self.action):
+        principal = replace(found.principal, region=region_of(settings, ip))
+        if found.maybe_blocked:  # an active block or throttle (anomaly supervision) refuses before any action
+            try:
+                anomaly_service.check_access(session, principal, action=self.action)
+            except Forbidden as exc:
+                refusal(request, actor_of(principal), "access.blocked", exc, outcome="blocked")
+                raise
+        if not authorizer.allowed_now(session, principal, self.action):
             spec = permissions.ACTIONS[self.action]
             held = ", ".join(sorted(principal.roles)) or ("scopes " + ", ".join(sorted(principal.scopes)))
             exc = Forbidden(f"permission '{self.action}' ({spec.en}) is needed; you have: {held or 'nothing'}",
@@ -101,7 +105,7 @@ class Require:
             refusal(request, actor_of(principal), "authz.denied", exc)
             raise exc
         if principal.kind == "key":
-            identity_service.touch_api_key(session, principal.id)
+            identity_service.touch_api_key(session, principal.id, found.last_used_at)
         request.state.principal = principal
         return principal
 

@@ -103,6 +103,13 @@ class Authorizer:
             return action in principal.scopes and action in permissions.actions_for_kind(principal.org_kind)
         return self.enforce(principal.subject, principal.domain, action)
 
+    def allowed_now(self, session: Session, principal: Principal, action: str) -> bool:
+        """`allowed`, deciding on the current rules: refreshed first when the decision reads them
+        (a user's roles). An API key's decision reads only its scopes, so it costs no query."""
+        if principal.kind != "key":
+            self.refresh(session)
+        return self.allowed(principal, action)
+
     def roles_in(self, user_id: int, org_id: int) -> list[str]:
         with self._lock:
             names = self._enforcer.get_roles_for_user_in_domain(user_subject(user_id), org_domain(org_id))

@@ -229,7 +229,7 @@ def test_a_personal_product_needs_the_subjects_consent(client, session, db_setti
     assert r.status_code == 403 and r.json()["error"]["code"] == "no_consent"
     consent.revoke_by_customer(session, c, actor=who(personal["customer"]), reason="客户撤回")
     session.commit()
-    r = _call(client, headers, code, {"subject": ID_A})
+    r = _call(client, headers, code, {"subject": ID_A, "purpose": "贷前核验"})  # the purpose it covered
     assert r.status_code == 403 and "revoked" in r.json()["error"]["message"]
     assert len(_usage(session, personal["customer"].id)) == 1
     refused = _events(session, "gov.call.refused")

@@ -6,7 +6,8 @@ commit that appended events, the enabled rules look at the new events; a hit ope
 per rule and subject (while that case is open, later events of the same subject are added
 to it) and, per the rule, a throttle or a block. `check_access` reads the active blocks on
 every authenticated request (and for job handlers), so a block takes effect on the next
-request in every process. Services flush; the caller commits.
+request in every process (the read is folded into the credential lookup: `block_named`).
+Services flush; the caller commits.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import queue
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import String, and_, case, cast, exists, false, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlmodel import Session
 
 from authops.audit import log as audit_log
@@ -40,6 +43,7 @@ OWN_PREFIX = "supervision."  # events this module writes; never evaluated
 ORG_BLOCK_ALLOWS = frozenset({"self.read", "org.read", "user.read", "user.manage", "apikey.manage",
                               "audit.read", "billing.read"})
 CONTACT = "contact the data bureau's supervision desk (数据局监管处)"
+_BLOCK = AccessBlock.__table__
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -49,8 +53,11 @@ def install() -> None:
 
 
 # Evaluation runs on one background thread per process, not in the committing request: the
-# rules cost several queries, and a product call should not wait for them. Commits that
-# arrive together are evaluated together. A block still lands within milliseconds.
+# rules cost several queries, and a product call should not wait for them. The thread gathers
+# the commits of the next GATHER_SECONDS after the first one and evaluates them together, so
+# under load the rules run a few dozen times a second, not once per call. A block still lands
+# within GATHER_SECONDS plus one evaluation (well under the one second promised).
+GATHER_SECONDS = 0.25
 _queue: queue.Queue[tuple[Engine, list[int]]] = queue.Queue()
 _thread: threading.Thread | None = None
 _thread_lock = threading.Lock()
@@ -68,6 +75,7 @@ def _enqueue(engine: Engine, seqs: list[int]) -> None:
 def _evaluator() -> None:
     while True:
         batch = [_queue.get()]
+        time.sleep(GATHER_SECONDS)
         while True:
             try:
                 batch.append(_queue.get_nowait())
@@ -223,6 +231,22 @@ def check_access(session: Session, principal: Principal, *, action: str | None =
     check_subjects(session, api_key_id=principal.id if principal.kind == "key" else None,
                    user_id=principal.id if principal.kind == "user" else None,
                    org_id=principal.org_id, ip=principal.ip, action=action)
+
+
+def block_named(*, api_key_id: Any = None, user_id: Any = None, org_id: Any = None, ip: Any = None):
+    """SQL: does an active block or throttle name any of these subjects? Each is a value, a bound
+    parameter (text) or a column expression (cast to text), so a request's credential lookup folds the block check into
+    its own query, read in the same statement as the credential. Only when it says yes does
+    `check_access` run to decide (an org block spares housekeeping actions; a throttle counts)."""
+    wanted = [("api_key", api_key_id), ("user", user_id), ("org", org_id), ("ip", ip)]
+    conds = [and_(_BLOCK.c.subject_type == t, _BLOCK.c.subject_id == _text(i)) for t, i in wanted if i is not None]
+    return exists().where(or_(*conds), _BLOCK.c.active.is_(True)) if conds else false()
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, BindParameter):
+        return value
+    return cast(value, String) if isinstance(value, ColumnElement) else str(value)
 
 
 def check_subjects(session: Session, *, api_key_id: int | None = None, user_id: int | None = None,

@@ -57,7 +57,7 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -477,6 +477,26 @@ def grant_document(session: Session, settings: Settings | None = None, *, produc
 
 # --- checking -------------------------------------------------------------------------------------
 
+class ConsentTerms(NamedTuple):
+    """What decides whether a consent is in force (a Consent row has the same attributes)."""
+
+    id: int
+    state: str
+    valid_from: datetime
+    valid_until: datetime
+    purpose: str
+
+
+def first_in_force(consents: list[Consent] | list[ConsentTerms], purpose: str | None,
+                   at: datetime) -> Consent | ConsentTerms | None:
+    """The newest of one subject's consents (for one product and customer) that is active, within
+    its validity on `at` and for the same purpose: the one a call may rely on."""
+    for c in sorted(consents, key=lambda c: c.id, reverse=True):
+        if c.state == "active" and c.valid_from <= at <= c.valid_until and same_purpose(c.purpose, purpose):
+            return c
+    return None
+
+
 def check(session: Session, product_id: int, customer_org_id: int, subject_id: str, purpose: str | None = None,
           at: datetime | None = None, *, settings: Settings | None = None) -> Consent:
     """The subject's consent in force for this product, customer and purpose, or NoConsent saying why.
@@ -489,9 +509,9 @@ def check(session: Session, product_id: int, customer_org_id: int, subject_id: s
     rows = list(session.exec(select(Consent).where(Consent.subject_key == key, Consent.product_id == product_id,
                                                    Consent.customer_org_id == customer_org_id)
                              .order_by(Consent.id.desc())))
-    for c in rows:
-        if c.state == "active" and c.valid_from <= now <= c.valid_until and same_purpose(c.purpose, purpose):
-            return c
+    found = first_in_force(rows, purpose, now)
+    if found is not None:
+        return found
     if not rows:
         why = "the subject has given no consent for this product and customer"
     else:

@@ -21,9 +21,12 @@ consent. Each refusal is an audit event (outcome "denied") naming no raw subject
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from authops.audit import log as audit_log
@@ -32,7 +35,7 @@ from authops.core.errors import AuthopsError, Conflict, Forbidden, InvalidInput,
 from authops.core.identity import OrgKind, Principal
 from authops.core.settings import Settings, get_settings
 from authops.platform.governance import agreements, selfreview, workdays, workflow
-from authops.platform.governance.models import Agreement, Case, Product
+from authops.platform.governance.models import Agreement, Case, Consent, Product
 from authops.platform.governance.workflow import Machine, Step
 from authops.platform.identity.models import Organisation
 from authops.sandbox.spec.scope import POLICY_SHARE_MODES
@@ -563,3 +566,68 @@ def guard_call(session: Session, *, customer_org_id: int, product_id: int, subje
                                                         "subject_key": subject_key})
         raise
     return {"product_id": product_id, "product": p.code, "agreement": usage.number, "consent_id": consent_id}
+
+
+def _admit_statement():
+    p, a, c = Product.__table__.c, Agreement.__table__.c, Consent.__table__.c
+    customer, today = bindparam("customer"), bindparam("today")
+    in_force = ((a.kind == "usage") & (a.product_id == p.id) & (a.party_b_org_id == customer)
+                & (a.state == "active") & (a.starts_on <= today) & (a.ends_on >= today))
+    theirs = (c.product_id == p.id) & (c.customer_org_id == customer) & (c.subject_key == bindparam("subject_key"))
+    return (sa_select(p.id, p.code, p.registration_number, p.state, p.personal_information,
+                      a.id.label("agreement_id"), a.number, a.terms, a.ends_on, c.id.label("consent_id"),
+                      c.state.label("consent_state"), c.valid_from, c.valid_until, c.purpose)
+            .select_from(Product.__table__.outerjoin(Agreement.__table__, in_force)
+                         .outerjoin(Consent.__table__, theirs))
+            .where(p.code == bindparam("code")))
+
+
+_ADMIT = _admit_statement()  # built once: its compiled form is cached
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A call guard_call would let through: what the call needs to know, no more."""
+
+    product_id: int
+    code: str
+    registration_number: str
+    agreement_id: int
+    agreement_number: str
+    agreement_terms: dict[str, Any]
+    consent_id: int | None
+
+
+def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id: str | None = None,
+               purpose: str | None = None, settings: Settings | None = None) -> Admitted | None:
+    """guard_call's common case in one query: the product by code, the customer's usage agreements
+    in force today and the subject's consents, read together (only the columns the rules need).
+    Admitted when the same rules as guard_call pass (registered, an agreement in force, for a
+    personal-information product a consent in force for this purpose); None otherwise, and then the
+    caller runs guard_call, which refuses with the reason and audits the refusal. Reads only,
+    nothing is cached, so a termination, expiry or withdrawal refuses the next call."""
+    from authops.platform.governance import consent
+
+    settings = settings or get_settings()
+    now = utcnow()
+    key = consent.subject_key(settings, subject_id) if subject_id else None
+    rows = session.connection().execute(_ADMIT, {"code": code, "customer": customer_org_id,
+                                                 "today": agreements.today(now), "subject_key": key}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    usage = max((r for r in rows if r.agreement_id is not None), key=lambda r: (r.ends_on, r.agreement_id),
+                default=None)
+    if first.state != "registered" or first.registration_number is None or usage is None:
+        return None
+    consent_id = None
+    if first.personal_information:
+        consents = {r.consent_id: consent.ConsentTerms(r.consent_id, r.consent_state, r.valid_from, r.valid_until,
+                                                       r.purpose) for r in rows if r.consent_id is not None}
+        found = consent.first_in_force(list(consents.values()), purpose, now) if key else None
+        if found is None:
+            return None
+        consent_id = found.id
+    return Admitted(product_id=first.id, code=first.code, registration_number=first.registration_number,
+                    agreement_id=usage.agreement_id, agreement_number=usage.number,
+                    agreement_terms=dict(usage.terms or {}), consent_id=consent_id)

@@ -1,4 +1,8 @@
-"""Organisations, users, passwords, login tokens and API keys. Services flush; the edge commits."""
+"""Organisations, users, passwords, login tokens and API keys. Services flush; the edge commits.
+
+Credentials are read from the database on every request, never cached: a revoked or expired
+key or token, a deactivated user or organisation, is refused on the next request in every process.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select, update
 from sqlmodel import Session
 
+from authops.audit.anomaly import service as anomaly
 from authops.core.clock import show, utcnow
 from authops.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from authops.core.identity import OrgKind, Principal
@@ -30,6 +35,9 @@ ORG_CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")
 TOKEN_PREFIX = "ato_"
 KEY_PREFIX = "ak_"
 MIN_PASSWORD = 10
+TOUCH_SECONDS = 60  # an API key's last use is recorded at most this often
+_KEY = ApiKey.__table__
+_ORG = Organisation.__table__
 
 
 def _sha256(value: str) -> str:
@@ -270,25 +278,52 @@ def list_api_keys(session: Session, principal: Principal) -> list[ApiKey]:
                              .order_by(ApiKey.id)).scalars().all())
 
 
-def touch_api_key(session: Session, key_id: int) -> None:
-    """Record use at most once a minute; called only after the request was allowed, so a
-    refused request writes nothing in its own transaction."""
-    key = session.get(ApiKey, key_id)
+def touch_api_key(session: Session, key_id: int, last_used_at: datetime | None) -> None:
+    """Record use at most once a minute (`last_used_at` as the lookup read it: no write while it is
+    fresh); called only after the request was allowed, so a refused request writes nothing.
+
+    Concurrent requests of one key never queue on its row: the row is taken with SKIP LOCKED, so
+    while one transaction records this minute's use the others skip it (on PostgreSQL; SQLite
+    writers queue on the database lock anyway), and the staleness condition, checked again on
+    the row as committed, keeps a later one from writing the same minute twice."""
     now = utcnow()
-    if key is not None and (key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60):
-        key.last_used_at = now
-        session.add(key)
+    cutoff = now - timedelta(seconds=TOUCH_SECONDS)
+    if last_used_at is not None and last_used_at > cutoff:
+        return
+    stale = (select(_KEY.c.id).where(_KEY.c.id == key_id, or_(_KEY.c.last_used_at.is_(None),
+                                                               _KEY.c.last_used_at <= cutoff))
+             .with_for_update(skip_locked=True))
+    session.connection().execute(update(_KEY).where(_KEY.c.id.in_(stale.scalar_subquery())).values(last_used_at=now))
 
 
 # --- resolving credentials ------------------------------------------------------------------
-def resolve_credential(session: Session, raw: str, *, ip: str | None = None) -> Principal:
-    """A bearer token or API key to a principal; every failure is a 401 naming what to fix."""
+@dataclass(frozen=True)
+class Authenticated:
+    """A resolved credential. `maybe_blocked` is False only when the lookup itself read that no
+    active block or throttle names the key, its organisation or the address (then the request
+    needs no separate block check); `last_used_at` is the key's, for `touch_api_key`."""
+
+    principal: Principal
+    maybe_blocked: bool = True
+    last_used_at: datetime | None = None
+
+
+def authenticate(session: Session, raw: str, *, ip: str | None = None) -> Authenticated:
+    """A bearer token or API key to a principal; every failure is a 401 naming what to fix.
+
+    Nothing is cached: revocation, expiry, an organisation's deactivation and a block take
+    effect on the next request in every process. An API key costs one statement (the key, its
+    organisation and whether a block names it, read together)."""
     if raw.startswith(TOKEN_PREFIX):
-        return _resolve_token(session, raw, ip)
+        return Authenticated(_resolve_token(session, raw, ip))
     if raw.startswith(KEY_PREFIX):
         return _resolve_key(session, raw, ip)
     raise Unauthenticated("malformed credential: send 'Authorization: Bearer <token or API key>'",
                           code="malformed_credential")
+
+
+def resolve_credential(session: Session, raw: str, *, ip: str | None = None) -> Principal:
+    return authenticate(session, raw, ip=ip).principal
 
 
 def _resolve_token(session: Session, raw: str, ip: str | None) -> Principal:
@@ -308,11 +343,21 @@ def _resolve_token(session: Session, raw: str, ip: str | None) -> Principal:
                      name=user.username, roles=frozenset(roles), ip=ip)
 
 
-def _resolve_key(session: Session, raw: str, ip: str | None) -> Principal:
+# The key, its organisation and whether a block names the key, the organisation or the address:
+# one statement, built once (its compiled form is cached).
+_KEY_LOOKUP = (
+    select(_KEY.c.id, _KEY.c.name, _KEY.c.secret_hash, _KEY.c.scopes, _KEY.c.revoked_at, _KEY.c.expires_at,
+           _KEY.c.last_used_at, _ORG.c.id.label("org_id"), _ORG.c.kind.label("org_kind"),
+           _ORG.c.is_active.label("org_active"),
+           anomaly.block_named(api_key_id=_KEY.c.id, org_id=_ORG.c.id, ip=bindparam("ip")).label("blocked"))
+    .select_from(_KEY.outerjoin(_ORG, _ORG.c.id == _KEY.c.org_id)).where(_KEY.c.prefix == bindparam("prefix")))
+
+
+def _resolve_key(session: Session, raw: str, ip: str | None) -> Authenticated:
     parts = raw[len(KEY_PREFIX):].split("_", 1)
     if len(parts) != 2 or len(parts[0]) != 12:
         raise Unauthenticated("malformed API key: expected ak_<prefix>_<secret>", code="malformed_credential")
-    key = session.exec(select(ApiKey).where(ApiKey.prefix == parts[0])).scalars().first()
+    key = session.connection().execute(_KEY_LOOKUP, {"prefix": parts[0], "ip": ip or ""}).first()
     if key is None or not hmac.compare_digest(key.secret_hash, _sha256(parts[1])):
         raise Unauthenticated("unknown API key", code="invalid_key")
     now = utcnow()
@@ -320,8 +365,8 @@ def _resolve_key(session: Session, raw: str, ip: str | None) -> Principal:
         raise Unauthenticated("API key was revoked; create a new one", code="key_revoked")
     if key.expires_at <= now:
         raise Unauthenticated("API key expired; create a new one", code="key_expired")
-    org = session.get(Organisation, key.org_id)
-    if org is None or not org.is_active:
+    if key.org_id is None or not key.org_active:
         raise Unauthenticated("organisation deactivated", code="account_inactive")
-    return Principal(kind="key", id=key.id, org_id=org.id, org_kind=OrgKind(org.kind),
-                     name=key.name, scopes=frozenset(key.scopes), ip=ip)
+    principal = Principal(kind="key", id=key.id, org_id=key.org_id, org_kind=OrgKind(key.org_kind),
+                          name=key.name, scopes=frozenset(key.scopes), ip=ip)
+    return Authenticated(principal, maybe_blocked=bool(key.blocked), last_used_at=key.last_used_at)

@@ -1,7 +1,8 @@
 """A synchronous product call, in one transaction:
 
     product by code → guard_call (registered, active usage agreement, the subject's consent for a
-    personal-information product; a refusal is audited, charges nothing) → Idempotency-Key (the
+    personal-information product; read in one query by admit_call when the call is admitted; a
+    refusal is audited, charges nothing) → Idempotency-Key (the
     same key and request: the stored response, no second charge; the same key and another
     request: 409 naming the key) → the current answer set (in-process cache) → the subject's row
     by its keyed digest → the answer shaped by the product's kind (runtime.shaping) → a usage
@@ -27,7 +28,7 @@ from authops.core.identity import Principal
 from authops.core.settings import Settings
 from authops.platform.governance import consent
 from authops.platform.governance.models import Agreement, Product
-from authops.platform.governance.products import guard_call
+from authops.platform.governance.products import Admitted, admit_call, guard_call
 from authops.platform.products import serving
 from authops.products.runtime import answers as rt
 from authops.products.runtime import idempotency, shaping
@@ -77,24 +78,30 @@ def agreement_of(session: Session, number: str) -> Agreement:
 
 
 def price_of(a: Agreement) -> tuple[str, int]:
-    terms = a.terms or {}
+    return price_in(a.terms)
+
+
+def price_in(terms: dict[str, Any] | None) -> tuple[str, int]:
+    """(pricing method, price in fen) from a usage agreement's terms."""
+    terms = terms or {}
     method = str(terms.get("pricing_method") or "free")
     price = int((terms.get("pricing") or {}).get("price_fen") or 0)
     return method, price
 
 
 
-def _replay(session: Session, who: audit_log.Actor, p: Product, rec, request_hash: str, key: str,
+def _replay(session: Session, who: audit_log.Actor, admitted: Admitted, rec, request_hash: str, key: str,
             subject_key: str | None) -> dict[str, Any]:
-    if rec.request_sha256 != request_hash or rec.product_id != p.id:
+    if rec.request_sha256 != request_hash or rec.product_id != admitted.product_id:
         audit_log.record(session, who, "product.call.refused", outcome="denied", object_type="product",
-                         object_id=p.id, details={"code": "idempotency_conflict", "request_id": rec.request_id})
+                         object_id=admitted.product_id,
+                         details={"code": "idempotency_conflict", "request_id": rec.request_id})
         raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different request "
                                   f"({rec.request_id}); send a new key for a new request",
                                   details={"field": idempotency.HEADER, "idempotency_key": key,
                                            "request_id": rec.request_id})
-    audit_log.record(session, who, "product.call.replay", object_type="product", object_id=p.id,
-                     details={"code": p.code, "request_id": rec.request_id, "subject_key": subject_key})
+    audit_log.record(session, who, "product.call.replay", object_type="product", object_id=admitted.product_id,
+                     details={"code": admitted.code, "request_id": rec.request_id, "subject_key": subject_key})
     return {**rec.response, "replayed": True}
 
 
@@ -121,32 +128,39 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
     key = idempotency.check_key(idempotency_key)
     subject = check_subject(subject)
     purpose = check_purpose(purpose)
-    p = visible_product(session, code, who.org_id)
     customer = who.org_id
-    if customer is None:
-        raise InvalidInput("product calls are made for an organisation")
-    guard = guard_call(session, customer_org_id=customer, product_id=p.id, subject_id=subject, purpose=purpose,
-                       actor=who, settings=settings)
+    admitted = None if customer is None else admit_call(session, code=code, customer_org_id=customer,
+                                                        subject_id=subject, purpose=purpose, settings=settings)
+    if admitted is None:  # refused, or about to be: the checks one by one, each refusal saying why (and audited)
+        p = visible_product(session, code, customer)
+        if customer is None:
+            raise InvalidInput("product calls are made for an organisation")
+        guard = guard_call(session, customer_org_id=customer, product_id=p.id, subject_id=subject, purpose=purpose,
+                           actor=who, settings=settings)
+        a = agreement_of(session, guard["agreement"])
+        admitted = Admitted(product_id=p.id, code=p.code, registration_number=p.registration_number,
+                            agreement_id=a.id, agreement_number=a.number, agreement_terms=a.terms or {},
+                            consent_id=guard.get("consent_id"))
     subject_key = consent.subject_key(settings, subject)
     body = {"subject": rt.normal_subject(subject), "claims": claims or {}, "purpose": purpose}
-    request_hash = idempotency.request_sha256(p.code, body)
-    loaded = serving.answers(session, settings, p.id, p.code)
+    request_hash = idempotency.request_sha256(admitted.code, body)
+    loaded = serving.answers(session, settings, admitted.product_id, admitted.code)
     meta = loaded.lookup.meta
     checked = shaping.check_claims(meta, claims)
     row = loaded.lookup.get(rt.subject_digest(loaded.key, subject))
     answer = shaping.shape_answer(meta, row, checked)
-    a = agreement_of(session, guard["agreement"])
-    method, price = price_of(a)
+    method, price = price_in(admitted.agreement_terms)
     request_id = new_request_id()
     unit_price, amount = metering.amount(method, price, 1, channel="call")
-    response = {"request_id": request_id, "registration_number": p.registration_number, "product": p.code,
-                "answer": answer,
+    response = {"request_id": request_id, "registration_number": admitted.registration_number,
+                "product": admitted.code, "answer": answer,
                 "served_from": {"answer_set": loaded.version, "built_at": loaded.built_at.isoformat() + "Z"},
                 "metered": {"units": 1, "amount_fen": amount}}
     try:
-        metering.meter(session, customer_org_id=customer, product_id=p.id, agreement_id=a.id, request_id=request_id,
-                       pricing_method=method, price_fen=price, units=1, channel=channel, idempotency_key=key,
-                       request_sha256=request_hash, response=response)
+        metering.meter(session, customer_org_id=customer, product_id=admitted.product_id,
+                       agreement_id=admitted.agreement_id, request_id=request_id, pricing_method=method,
+                       price_fen=price, units=1, channel=channel, idempotency_key=key, request_sha256=request_hash,
+                       response=response)
     except IntegrityError:
         if key is None:
             raise
@@ -154,10 +168,10 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
         rec = metering.find(session, customer, key)
         if rec is None:
             raise
-        return _replay(session, who, p, rec, request_hash, key, subject_key)
-    audit_log.record(session, who, "product.call", object_type="product", object_id=p.id, subjects=1,
-                     details={"code": p.code, "request_id": request_id, "subject_key": subject_key,
-                              "agreement": a.number, "answer_set": loaded.version, "found": row is not None,
-                              "amount_fen": amount, "consent_id": guard.get("consent_id"),
+        return _replay(session, who, admitted, rec, request_hash, key, subject_key)
+    audit_log.record(session, who, "product.call", object_type="product", object_id=admitted.product_id, subjects=1,
+                     details={"code": admitted.code, "request_id": request_id, "subject_key": subject_key,
+                              "agreement": admitted.agreement_number, "answer_set": loaded.version,
+                              "found": row is not None, "amount_fen": amount, "consent_id": admitted.consent_id,
                               "idempotency_key": bool(key)})
     return response
