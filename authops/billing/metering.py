@@ -20,6 +20,14 @@ ceiling; a refused use raises RevenueCeilingReached having written nothing but i
 Crossing a warning threshold (default 80% and 95%) records a RevenueWarning once per threshold and
 ceiling (a raised ceiling warns again).
 Money is integer fen. Everything is flushed into the caller's transaction, never committed here.
+
+Late charge (the hot path of synchronous calls): a caller that sets `defer_charges(session)`
+has the running-total UPDATE applied in the transaction's before-commit step, ahead of the audit
+append, instead of inside `meter`. The counter row is then locked only for the last statements
+and the COMMIT, not for the rest of the request, which is what lets concurrent paid calls of one
+operator overlap. Such a caller commits with `commit_charged(session)`: a refusal then surfaces
+from the commit (the transaction rolls back, nothing is charged) and its audit event is written in
+a transaction of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from authops.audit import log as audit_log
@@ -127,6 +136,54 @@ def _warn(session: Session, operator_org_id: int, at: datetime, revenue: int, to
                                                                      "revenue_fen": revenue, "ceiling_fen": ceiling})
 
 
+DEFER_KEY = "authops.billing.defer_charges"
+PENDING_KEY = "authops.billing.pending_charges"
+REFUSED_KEY = "authops.billing.refused_charge"
+_installed = False
+
+
+def defer_charges(session: Session) -> None:
+    """Apply this transaction's charges to the running total at commit (see the module docstring)."""
+    global _installed
+    if not _installed:
+        # insert=True: ahead of the audit append, so the audit head is not held while the counter waits
+        event.listen(OrmSession, "before_commit", _apply_pending, insert=True)
+        event.listen(OrmSession, "after_soft_rollback", _drop_pending)
+        _installed = True
+    session.info[DEFER_KEY] = True
+
+
+def _drop_pending(session: OrmSession, *_: object) -> None:
+    session.info.pop(PENDING_KEY, None)
+
+
+def _apply_pending(session: OrmSession) -> None:
+    for pending in session.info.pop(PENDING_KEY, []):
+        try:
+            revenue, ceiling, thresholds = _charge(session, pending["operator"], pending["at"], pending["total"])
+        except RevenueCeilingReached as exc:
+            session.info[REFUSED_KEY] = (pending, exc)
+            raise
+        _warn(session, pending["operator"], pending["at"], revenue, pending["total"], ceiling, thresholds)
+
+
+def commit_charged(session: Session) -> None:
+    """Commit a transaction whose charges were deferred. A use refused at the ceiling rolls the
+    transaction back, is audited in a transaction of its own (on the same connection) and raises."""
+    try:
+        session.commit()
+    except RevenueCeilingReached as exc:
+        pending, _ = session.info.pop(REFUSED_KEY, (None, exc))
+        session.rollback()
+        if pending is not None:
+            audit_log.record(session, audit_log.SYSTEM, "billing.revenue.refused", outcome="denied",
+                             object_type="product", object_id=pending["product_id"],
+                             details={"customer_org_id": pending["customer_org_id"],
+                                      "request_id": pending["request_id"], **exc.details})
+            session.commit()
+        raise
+
+
 def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_id: int, request_id: str,
           pricing_method: str, price_fen: int, units: int = 1, channel: str = "call",
           idempotency_key: str | None = None, request_sha256: str = "", response: dict[str, Any] | None = None,
@@ -140,7 +197,11 @@ def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_
     operator, free, price, cap = terms_in_force(session, product_id, unit, at)
     unit_price, source = rate(price_fen, price, cap, free=free or pricing_method in UNPRICED)
     unit_price, total = amount(pricing_method, unit_price, units, channel=channel)
-    if total and operator is not None:
+    if total and operator is not None and session.info.get(DEFER_KEY):
+        session.info.setdefault(PENDING_KEY, []).append(
+            {"operator": operator, "at": at, "total": total, "product_id": product_id,
+             "customer_org_id": customer_org_id, "request_id": request_id})
+    elif total and operator is not None:
         try:
             revenue, ceiling, thresholds = _charge(session, operator, at, total)
         except RevenueCeilingReached as exc:

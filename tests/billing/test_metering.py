@@ -123,7 +123,10 @@ def test_raising_the_maximum_revenue_reopens_paid_orders(session):
 
 
 @pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
-def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings):
+@pytest.mark.parametrize("late", [False, True], ids=["charged-in-meter", "charged-at-commit"])
+def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings, late):
+    """Also with the late charge of the synchronous-call path (defer_charges): the refusal then
+    comes from the commit, and is audited apart from the rolled-back transaction."""
     w = build(session, price_fen=100)
     pricing.set_max_revenue(session, operator_org_id=w.operator.id, year=rules.year_of(), amount_fen=2_050,
                             drc_org_id=w.drc.id, actor=who(w.bureau))
@@ -134,10 +137,12 @@ def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings):
 
     def one(i: int) -> None:
         with Session(engine) as s:
+            if late:
+                metering.defer_charges(s)
             gate.wait()
             try:
                 charge(s, w, w.customer if i % 2 else w.customer2)
-                s.commit()
+                metering.commit_charged(s) if late else s.commit()
                 outcomes.append("charged")
             except metering.RevenueCeilingReached:
                 s.rollback()
@@ -151,6 +156,11 @@ def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings):
     assert outcomes.count("charged") == 20 and outcomes.count("refused") == 30
     assert billed(session, w.operator.id) == 2_000
     assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 2_000
+    from authops.audit.models import AuditEvent
+
+    refusals = session.execute(select(func.count()).select_from(AuditEvent)
+                               .where(AuditEvent.action == "billing.revenue.refused")).scalar_one()
+    assert refusals == (30 if late else 0)  # in meter, the caller's rollback drops the refusal's event
 
 
 @given(agreed=st.integers(0, 10**6), price=st.none() | st.integers(0, 10**6), cap=st.none() | st.integers(0, 10**6),

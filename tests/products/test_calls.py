@@ -247,3 +247,34 @@ def test_responses_carry_no_raw_source_values(client, session, db_settings, truc
             texts.append(json.dumps(_call(client, headers, p.code, {"subject": v}).json()["answer"]))
     others = set(vins)
     assert not any(v in t for t in texts for v in others)
+
+
+def test_a_call_past_the_revenue_ceiling_is_refused_audited_and_not_charged(client, session, trucks):
+    """The call path charges the operator's running total at commit (metering.defer_charges): the
+    call that would pass the maximum permitted revenue gets 403, no usage record, an audited refusal."""
+    from authops.billing import prices as rules
+    from authops.platform.billing import pricing
+
+    drc = make_org(session, OrgKind.SUPERVISOR)
+    session.commit()
+    price = usage_terms_price(session, trucks)
+    pricing.set_max_revenue(session, operator_org_id=trucks["operator"].id, year=rules.year_of(),
+                            amount_fen=price * 2 + price // 2, drc_org_id=drc.id, actor=who(trucks["bureau"].id))
+    session.commit()
+    h = login(client, trucks["user"].username)
+    code = trucks["score"].code
+    got = [_call(client, h, code, {"subject": trucks["busy"]}) for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 403], [r.text for r in got]
+    assert got[2].json()["error"]["code"] == "revenue_ceiling_reached"
+    assert sum(u.amount_fen for u in _usage(session, trucks["customer"].id)) == price * 2
+    refused = _events(session, "billing.revenue.refused")
+    assert len(refused) == 1 and trucks["busy"] not in _text(refused[0])
+    assert not [e for e in _events(session, "product.call") if '"amount_fen"' in _text(e)][2:]  # two calls logged
+
+
+def usage_terms_price(session, trucks) -> int:
+    from authops.platform.governance.models import Agreement
+
+    a = session.exec(select(Agreement).where(Agreement.product_id == trucks["score"].id,
+                                             Agreement.party_b_org_id == trucks["customer"].id)).one()
+    return int(a.terms["pricing"]["price_fen"])

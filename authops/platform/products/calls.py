@@ -157,7 +157,7 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
                 "served_from": {"answer_set": loaded.version, "built_at": loaded.built_at.isoformat() + "Z"},
                 "metered": {"units": 1, "amount_fen": amount}}
     try:
-        metering.meter(session, customer_org_id=customer, product_id=admitted.product_id,
+        rec = metering.meter(session, customer_org_id=customer, product_id=admitted.product_id,
                        agreement_id=admitted.agreement_id, request_id=request_id, pricing_method=method,
                        price_fen=price, units=1, channel=channel, idempotency_key=key, request_sha256=request_hash,
                        response=response)
@@ -172,6 +172,7 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
     audit_log.record(session, who, "product.call", object_type="product", object_id=admitted.product_id, subjects=1,
                      details={"code": admitted.code, "request_id": request_id, "subject_key": subject_key,
                               "agreement": admitted.agreement_number, "answer_set": loaded.version,
-                              "found": row is not None, "amount_fen": amount, "consent_id": admitted.consent_id,
+                              "found": row is not None, "amount_fen": rec.amount_fen,
+                              "consent_id": admitted.consent_id,
                               "idempotency_key": bool(key)})
     return response

@@ -13,6 +13,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Header, Response, Up
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
+from authops.billing import metering
 from authops.core.errors import AuthopsError
 from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
@@ -60,9 +61,11 @@ def call_product(code: str, body: CallIn, response: Response, session: SessionDe
     Verify products answer each output's enumerated value (or, for claimed outputs, whether the
     claim holds) and never reveal whether the subject is in the source data; score products answer
     `status: found` with the scores, or `status: not_found`."""
+    metering.defer_charges(session)  # the revenue total is charged at commit: its row lock is held briefly
     out = _committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
                                subject=body.subject, claims=body.claims, purpose=body.purpose,
                                idempotency_key=idempotency_key)
+    metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
     if out.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"
     return out
