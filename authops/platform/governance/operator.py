@@ -90,7 +90,7 @@ RENEWAL_MATERIALS = ["operating_report", "third_party_evaluation", "three_year_p
 EXIT_MATERIALS = ["handover_plan", "service_continuity_plan", "clearing_report"]
 
 # OperatorFact kinds the bureau records (renewal vetoes and forced exit read them).
-FACT_KINDS = ("major_security_incident", "assessment_unqualified", "assessment_qualified", "assessment_excellent",
+FACT_KINDS = ("major_security_incident", "assessment_unqualified", "reassessment_unqualified", "assessment_qualified", "assessment_excellent",
               "unapproved_transfer", "fraud", "serious_violation", "targets_missed")
 BANNED = "banned"  # recorded by a forced exit for failing assessment: details.until
 
@@ -1093,10 +1093,13 @@ def force_exit(session: Session, *, operator_org_id: int, cause: str, reasons: s
         grounds = [f"{f.kind} {_occurred(f)}: {f.summary}" for f in basis]
     elif cause == "failed_assessment":
         years = _consecutive_failures(facts)
-        if years is None:
+        again = [f for f in facts if f.kind == "reassessment_unqualified"]
+        if years is None and not again:
             raise Conflict("a forced exit for failing assessment needs 2 consecutive years of unqualified "
-                           "assessments or missed targets on record", code="no_fact_on_record")
-        grounds = [f"assessment unqualified or targets missed in {years[0]} and {years[1]}"]
+                           "assessments or missed targets, or an unqualified re-assessment after rectification, "
+                           "on record", code="no_fact_on_record")
+        grounds = ([f"assessment unqualified or targets missed in {years[0]} and {years[1]}"] if years else []) \
+            + [f"re-assessment of {f.year} unqualified after rectification: {f.summary}" for f in again]
     else:
         basis = [f for f in facts if f.kind == "fraud"]
         if not basis:

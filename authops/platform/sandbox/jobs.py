@@ -174,6 +174,16 @@ def submit_job(session: Session, *, ws: Workspace, kind: str, spec: dict[str, An
                                    f"scope: " + "; ".join(problems[:3])
                                    + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""),
                                    details={"problems": problems})
+    if target == "real":
+        from authops.platform.assessment import prefiling  # assessment builds on governance
+
+        try:
+            prefiling.require_prefiled(session, {i.resource for i in planned.inputs.values()})
+        except prefiling.NotPrefiled as exc:
+            audit_log.record(session, actor, "sandbox.refuse", outcome="denied", object_type="workspace",
+                             object_id=ws.id, details={"reason": "prefiling_overdue", "job": planned.name,
+                                                       "resource": exc.details["resource"]})
+            raise
     tool = planned.manifest.tool if getattr(planned, "manifest", None) is not None else None
     if tool and target == "real":
         from authops.platform.governance import tools as gov_tools
