@@ -224,7 +224,7 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
                 "spec": _spec(d), "category": d.category, "price_fen": d.price_fen, "price_unit": d.price_unit,
                 "pricing_basis": d.pricing_basis, "scenario_case_id": sc_info["case"]["id"],
                 "scope_of_use": d.description[:500], "manner_of_use": "API 逐次调用" if d.invocation == "sync"
-                else "异步统计报告", "personal_information": d.consent_required, "test_params": dict(d.params),
+                else "异步统计报告", "consent_required": d.consent_required, "test_params": dict(d.params),
                 "self_review": SELF_REVIEW}))
             tests = p["self_review"]["tests"]
             passed = sum(t["result"] == "pass" for t in tests)

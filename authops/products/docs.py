@@ -288,8 +288,9 @@ def consent_text(p: ProductDef) -> tuple[str, str]:
                 "required: the subject's signed consent is checked on every call and `purpose` must match its "
                 "purpose")
     if p.consent_required:
-        return ("必须：企业对客户的授权（在使用协议中约定）",
-                "required: the enterprise's authorization of the customer, as agreed in the usage agreement")
+        return ("必须：每次调用前核验企业签署的对该客户的授权，purpose 须与授权用途一致",
+                "required: the enterprise's signed authorization of the customer is checked on every call and "
+                "`purpose` must match its purpose")
     return "不需要（不涉及个人信息）", "not required (no personal information)"
 
 

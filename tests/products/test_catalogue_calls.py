@@ -51,8 +51,9 @@ def city(session, db_settings):
     for code in SYNC:
         d = PRODUCTS[code]
         p = registered_product(session, partner_id=w["partner"].id, operator_id=w["operator"].id,
-                               personal=d.consent_required, price_fen=d.price_fen)
+                               personal=d.personal_information, price_fen=d.price_fen)
         p.code, p.spec = code, parse_text(Path(d.spec_path).read_text(encoding="utf-8"))
+        p.consent_required = d.consent_required
         p.release_policy, p.share_mode = d.release_policy, d.share_mode
         session.add(p)
         session.commit()

@@ -1,4 +1,4 @@
-"""product reports: aggregate report requests sharing DP releases
+"""product reports: aggregate report requests sharing DP releases; products that need consent
 
 Revision ID: 0011
 Revises: 0010
@@ -34,6 +34,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('request_id', name=op.f('uq_product_report_request_id'))
     )
+    with op.batch_alter_table('gov_product', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('consent_required', sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table('product_report', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_product_report_customer_org_id'), ['customer_org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_product_report_job_id'), ['job_id'], unique=False)
@@ -46,3 +48,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_product_report_job_id'))
         batch_op.drop_index(batch_op.f('ix_product_report_customer_org_id'))
     op.drop_table('product_report')
+    with op.batch_alter_table('gov_product', schema=None) as batch_op:
+        batch_op.drop_column('consent_required')

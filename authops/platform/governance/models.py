@@ -238,6 +238,13 @@ class Product(SQLModel, table=True):
     share_mode: str = Field(default="query", max_length=16)
     release_policy: str = Field(default="", max_length=16)
     personal_information: bool = False
+    # Every call needs the subject's signed consent: set for personal information, and for products
+    # the plan sells only with the subject's authorization (e.g. an enterprise's, for bank credit).
+    consent_required: bool = False
+
+    @property
+    def needs_consent(self) -> bool:
+        return bool(self.personal_information or self.consent_required)
     spec: dict[str, Any] = _json()
     pricing_basis: str = Field(default="", sa_column=Column(Text, nullable=False))
     price_fen: int = 0

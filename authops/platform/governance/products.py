@@ -121,6 +121,7 @@ def public_view(session: Session, p: Product) -> dict[str, Any]:
     return {"id": p.id, "code": p.code, "registration_number": p.registration_number, "name_zh": p.name_zh,
             "name_en": p.name_en, "category": p.category, "share_mode": p.share_mode,
             "release_policy": p.release_policy, "personal_information": p.personal_information,
+            "consent_required": p.needs_consent,
             "name": p.name_zh, "price_fen": p.price_fen, "price_yuan": agreements.yuan(p.price_fen),
             "price_unit": p.price_unit, "price": price_text(p), "free": p.price_fen == 0,
             "pricing_basis": p.pricing_basis, "scope_of_use": p.scope_of_use, "manner_of_use": p.manner_of_use,
@@ -268,13 +269,14 @@ def _fill(session: Session, settings: Settings, p: Product, data: dict[str, Any]
     report = selfreview.build(session, settings, planned=planned, ws=ws, partner_org_id=p.partner_org_id,
                               product=product, answers=answers, test_params=data.get("test_params"))
     p.personal_information = bool(report["facts"]["personal_information"] or data.get("personal_information"))
+    p.consent_required = bool(data.get("consent_required"))
     report["test_params"] = dict(data.get("test_params") or {})
     p.self_review = report
 
 
 FIELDS = ("workspace_id", "name_zh", "name_en", "spec", "share_mode", "category", "price_fen", "price_unit",
           "pricing_basis", "scenario", "scenario_case_id", "scope_of_use", "manner_of_use", "self_review",
-          "test_params", "personal_information")
+          "test_params", "personal_information", "consent_required")
 
 
 def _data_of(p: Product) -> dict[str, Any]:
@@ -286,7 +288,7 @@ def _data_of(p: Product) -> dict[str, Any]:
             "scenario_case_id": p.scenario_case_id, "scope_of_use": p.scope_of_use,
             "manner_of_use": p.manner_of_use, "test_params": sr.get("test_params") or {},
             "self_review": {k: v.get("answer", "") for k, v in (sr.get("sections") or {}).items()},
-            "personal_information": p.personal_information}
+            "personal_information": p.personal_information, "consent_required": p.consent_required}
 
 
 def create_draft(session: Session, *, partner_org_id: int, code: str, actor: audit_log.Actor | Principal,
@@ -397,7 +399,7 @@ def submit(session: Session, p: Product, *, actor: audit_log.Actor | Principal,
 
 # What the operator's check covers: a revision changing any of these goes back to the operator.
 CHECKED = {"price": ("price_fen", "price_unit", "category", "pricing_basis"),
-           "spec": ("spec", "share_mode", "release_policy", "personal_information"),
+           "spec": ("spec", "share_mode", "release_policy", "personal_information", "consent_required"),
            "scope of use": ("scope_of_use", "scenario_case_id"), "manner of use": ("manner_of_use",)}
 
 
@@ -531,7 +533,8 @@ def guard_call(session: Session, *, customer_org_id: int, product_id: int, subje
                purpose: str | None = None, at: datetime | None = None,
                actor: audit_log.Actor | Principal | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """Refuse a product call unless: the product is registered, the customer holds an active usage
-    agreement for it, and (a product touching personal information) the subject's consent is valid.
+    agreement for it, and (a product that needs consent: personal information, or consent_required)
+    the subject's consent is valid.
 
     Returns {"product_id", "agreement", "consent_id"} when the call may proceed. A refusal raises
     Forbidden (codes product_not_registered, no_active_agreement, no_consent) after queuing a
@@ -552,10 +555,10 @@ def guard_call(session: Session, *, customer_org_id: int, product_id: int, subje
             raise ProductNotRegistered(f"product {p.code} is not registered (it is {p.state}); it serves no calls")
         usage: Agreement = agreements.require_active_usage(session, customer_org_id, product_id, at=at)
         consent_id = None
-        if p.personal_information:
+        if p.needs_consent:
             if not subject_id:
-                raise consent.NoConsent(f"{p.code} involves personal information: every call names its subject "
-                                        "(subject_id), whose consent is checked", details={"field": "subject_id"})
+                raise consent.NoConsent(f"{p.code} is served only with the subject's consent: every call names its "
+                                        "subject (subject_id), whose consent is checked", details={"field": "subject_id"})
             subject_key = consent.subject_key(settings, subject_id)
             c = consent.check(session, product_id, customer_org_id, subject_id, purpose=purpose, at=at,
                               settings=settings)
@@ -574,7 +577,7 @@ def _admit_statement():
     in_force = ((a.kind == "usage") & (a.product_id == p.id) & (a.party_b_org_id == customer)
                 & (a.state == "active") & (a.starts_on <= today) & (a.ends_on >= today))
     theirs = (c.product_id == p.id) & (c.customer_org_id == customer) & (c.subject_key == bindparam("subject_key"))
-    return (sa_select(p.id, p.code, p.registration_number, p.state, p.personal_information,
+    return (sa_select(p.id, p.code, p.registration_number, p.state, p.personal_information, p.consent_required,
                       a.id.label("agreement_id"), a.number, a.terms, a.ends_on, c.id.label("consent_id"),
                       c.state.label("consent_state"), c.valid_from, c.valid_until, c.purpose)
             .select_from(Product.__table__.outerjoin(Agreement.__table__, in_force)
@@ -603,7 +606,7 @@ def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id:
     """guard_call's common case in one query: the product by code, the customer's usage agreements
     in force today and the subject's consents, read together (only the columns the rules need).
     Admitted when the same rules as guard_call pass (registered, an agreement in force, for a
-    personal-information product a consent in force for this purpose); None otherwise, and then the
+    product that needs consent, a consent in force for this purpose); None otherwise, and then the
     caller runs guard_call, which refuses with the reason and audits the refusal. Reads only,
     nothing is cached, so a termination, expiry or withdrawal refuses the next call."""
     from authops.platform.governance import consent
@@ -621,7 +624,7 @@ def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id:
     if first.state != "registered" or first.registration_number is None or usage is None:
         return None
     consent_id = None
-    if first.personal_information:
+    if first.personal_information or first.consent_required:
         consents = {r.consent_id: consent.ConsentTerms(r.consent_id, r.consent_state, r.valid_from, r.valid_until,
                                                        r.purpose) for r in rows if r.consent_id is not None}
         found = consent.first_in_force(list(consents.values()), purpose, now) if key else None

@@ -51,6 +51,8 @@ class ProductFields(BaseModel):
     manner_of_use: str | None = Field(default=None, max_length=10_000)
     personal_information: bool | None = Field(default=None, description="declare personal information even if "
                                               "no input field is marked personal")
+    consent_required: bool | None = Field(default=None, description="every call needs the subject's signed consent "
+                                          "even without personal information (e.g. an enterprise's authorization)")
     test_params: dict[str, Any] | None = Field(default=None, description="spec parameters for the mock test run")
     self_review: SelfReviewAnswers | None = Field(default=None, description="the partner's answer per risk section")
     operator_org_id: DbId | None = Field(default=None, description="the checking operator; default: the operator "

@@ -105,7 +105,7 @@ def parse(meta: rt.AnswerMeta, data: bytes) -> tuple[list[str], list[dict[str, A
 
 def _admit(session: Session, p: Product, customer: int, who: audit_log.Actor, settings: Settings) -> None:
     """Registered and under an active agreement (the per-subject consent is checked by the job)."""
-    if not p.personal_information:
+    if not p.needs_consent:
         guard_call(session, customer_org_id=customer, product_id=p.id, actor=who, settings=settings)
         return
     try:
@@ -206,7 +206,7 @@ def run_batch(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
     ctx.progress(0.1, f"answering {len(rows)} subjects")
     blanket: str | None = None  # a product without personal information: one check for the whole batch
     agreement_number: str | None = None
-    if not p.personal_information:
+    if not p.needs_consent:
         try:
             agreement_number = guard_call(session, customer_org_id=b.customer_org_id, product_id=p.id, actor=who,
                                           settings=settings)["agreement"]
@@ -218,7 +218,7 @@ def run_batch(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
     answered = refused = not_found = 0
     for i, r in enumerate(rows):
         refusal = blanket
-        if refusal is None and p.personal_information:
+        if refusal is None and p.needs_consent:
             try:
                 agreement_number = guard_call(session, customer_org_id=b.customer_org_id, product_id=p.id,
                                               subject_id=r["subject"], purpose=b.purpose, actor=who,
