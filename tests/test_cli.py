@@ -101,6 +101,12 @@ def test_demo_tells_the_story(tmp_path):
     assert "before it ends -> 409 year_not_ended" in out
     m = re.search(r"shares sum to ([\d,.]+) = revenue ([\d,.]+) yuan exactly", out)
     assert m and m.group(1) == m.group(2)
+    # the supervision chapter: a signed qualified year, the unqualified path, the reports
+    assert re.search(r"total [\d.]+ -> (qualified|excellent); signed by the bureau .*signature valid: True", out)
+    assert re.search(r"scores [\d.]+ -> unqualified; .*rectification plan due", out)
+    assert "before the plan is in -> 409 plan_pending" in out
+    assert re.search(r"the re-assessment over the 12 months to now scores [\d.]+ -> (qualified|excellent)", out)
+    assert re.search(r"\d+ report files \(assessment, audit, operating", out)
 
 
 def test_audit_export_and_offline_verify(tmp_path):

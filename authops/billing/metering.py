@@ -94,8 +94,11 @@ def terms_in_force(session: Session, product_id: int, unit: str, at: datetime) -
     return row[0], row[1] in FREE_CATEGORIES, row[2], row[3]
 
 
-def _charge(session: Session, operator_org_id: int, at: datetime, total: int) -> tuple[int, int | None, list[int]]:
-    """Add `total` to the year's running total if it stays within the ceiling; (revenue, ceiling, warnings)."""
+def _charge(session: Session, operator_org_id: int, at: datetime, total: int, *, recorded_fen: int = 0
+            ) -> tuple[int, int | None, list[int]]:
+    """Add `total` to the year's running total if it stays within the ceiling; (revenue, ceiling, warnings).
+    `recorded_fen`: this transaction's uses already in billing_usage and not yet charged (a missing
+    counter is created from the usage records less these)."""
     year = shanghai_year(at)
     stmt = (update(RevenueCounter)
             .where(RevenueCounter.operator_org_id == operator_org_id, RevenueCounter.year == year,
@@ -106,7 +109,7 @@ def _charge(session: Session, operator_org_id: int, at: datetime, total: int) ->
             .execution_options(synchronize_session=False))
     row = session.execute(stmt).first()
     if row is None:
-        counter = ensure_counter(session, operator_org_id, year)
+        counter = ensure_counter(session, operator_org_id, year, exclude_fen=recorded_fen)
         if counter.ceiling_fen is None or counter.revenue_fen + total <= counter.ceiling_fen:
             row = session.execute(stmt).first()
     if row is None:
@@ -158,9 +161,17 @@ def _drop_pending(session: OrmSession, *_: object) -> None:
 
 
 def _apply_pending(session: OrmSession) -> None:
-    for pending in session.info.pop(PENDING_KEY, []):
+    pendings = session.info.pop(PENDING_KEY, [])
+    uncharged: dict[tuple[int, int], int] = {}  # recorded in billing_usage, not yet in the running total
+    for pending in pendings:
+        key = (pending["operator"], shanghai_year(pending["at"]))
+        uncharged[key] = uncharged.get(key, 0) + pending["total"]
+    for pending in pendings:
+        key = (pending["operator"], shanghai_year(pending["at"]))
         try:
-            revenue, ceiling, thresholds = _charge(session, pending["operator"], pending["at"], pending["total"])
+            revenue, ceiling, thresholds = _charge(session, pending["operator"], pending["at"], pending["total"],
+                                                   recorded_fen=uncharged[key])
+            uncharged[key] -= pending["total"]
         except RevenueCeilingReached as exc:
             session.info[REFUSED_KEY] = (pending, exc)
             raise

@@ -125,16 +125,18 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
     return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
-def ensure_counter(session: Session, operator_org_id: int, year: int) -> RevenueCounter:
-    """The running total row of (operator, year); created from the usage records when missing.
-    Two transactions creating it at once: the loser's insert is skipped (ON CONFLICT DO NOTHING)."""
+def ensure_counter(session: Session, operator_org_id: int, year: int, *, exclude_fen: int = 0) -> RevenueCounter:
+    """The running total row of (operator, year); created from the usage records when missing, less
+    `exclude_fen` (uses this transaction already recorded but has not charged yet: see
+    metering.defer_charges). Two transactions creating it at once: the loser's insert is skipped
+    (ON CONFLICT DO NOTHING); the winner's total holds only committed uses and its own."""
     q = select(RevenueCounter).where(RevenueCounter.operator_org_id == operator_org_id,
                                      RevenueCounter.year == year)
     found = session.execute(q).scalars().first()
     if found is not None:
         return found
     values = {"operator_org_id": operator_org_id, "year": year,
-              "revenue_fen": year_revenue(session, operator_org_id, year), "warn_at_pct": []}
+              "revenue_fen": year_revenue(session, operator_org_id, year) - exclude_fen, "warn_at_pct": []}
     insert_ignore(session, RevenueCounter, values)
     return session.execute(q.execution_options(populate_existing=True)).scalars().one()
 

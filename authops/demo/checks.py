@@ -97,7 +97,13 @@ def run_checks(settings: Settings, password: str, say: Callable[..., None]) -> N
 
         billing_story.run(settings, client, password, say, keys, subjects)
         say("")
-        say("10. After the year: the auditor verifies the log offline", bold=True)
+        say("10. Supervision over the year: pre-filing, ratings, assessment, consequences, audit, reports",
+            bold=True)
+        from authops.demo import assessment_story
+
+        assessment_story.run(settings, client, password, say)
+        say("")
+        say("11. After the year: the auditor verifies the log offline", bold=True)
         auditor_verifies(settings, say)
 
 

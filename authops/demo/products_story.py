@@ -298,8 +298,8 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
                     say(f"   {customer} {code} {_mask(subject)} -> {ans}  [{body['registration_number']}, "
                         f"{body['metered']['amount_fen']} fen]", **ok)
                     say(f"        behind it: {_behind(d, subject.split('|')[0], tables)}")
-            r = client.post("/api/v1/products/bank_credit_assessment/calls", headers=keys["pinsure"],
-                            json={"subject": subjects["enterprise"][0], "purpose": purpose})
+        r = client.post("/api/v1/products/bank_credit_assessment/calls", headers=keys["pinsure"],
+                        json={"subject": subjects["enterprise"][0], "purpose": "保险核保定价"})
         say(f"   pinsure calls the bank's credit product (no agreement) -> {_refusal(r, 120)}",
             fg="green" if r.status_code == 403 else "red")
         stranger = subjects["enterprise"][1] if len(subjects["enterprise"]) > 1 else subjects["enterprise"][0]
@@ -330,7 +330,24 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
         say(f"   asked again -> {again['state']} at once with the same figures "
             f"({'identical' if again.get('rows') == rows else 'DIFFERENT'}): no new budget spent, no noise to "
             "average away", fg="green" if again.get("rows") == rows else "red")
+    _ratings(client, who, say)
     return keys, subjects
+
+
+def _ratings(client, who, say: Callable[..., None]) -> None:
+    """After use, the customers rate what they used (the assessment's user satisfaction)."""
+    ratings = [("scb-admin", "bank_credit_assessment", 5, "结果稳定，审批效率显著提升"),
+               ("scb-admin", "tech_finance", 4, "科技标签有用，希望增加更多维度"),
+               ("pinsure-admin", "commercial_insurance_underwriting", 4, "核保时效提升"),
+               ("pinsure-admin", "freight_truck_underwriting_pricing", 5, "定价因子区分度好"),
+               ("ybj-admin", "medical_insurance_spending_supervision", 5, "异常机构线索准确")]
+    for user, code, score, comment in ratings:
+        _json(client.put(f"/api/v1/assessment/ratings/{code}", headers=who(user),
+                         json={"score": score, "comment": comment}))
+    r = client.put("/api/v1/assessment/ratings/bid_win_loan", headers=who("pinsure-admin"), json={"score": 1})
+    say(f"   the customers rate what they used ({len(ratings)} ratings, mean "
+        f"{sum(x[2] for x in ratings) / len(ratings):.1f} of 5); pinsure rating a product it never used -> "
+        f"{_refusal(r, 100)}", fg="green" if r.status_code == 403 else "red")
 
 
 def _joint_model(client, who, keys: dict[str, dict[str, str]], subjects: dict[str, list[str]],

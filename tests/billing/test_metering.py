@@ -257,3 +257,21 @@ def test_any_sequence_of_caps_prices_and_calls_charges_within_the_rules_and_repl
         session.commit()
 
     run()
+
+
+def test_the_first_late_charge_of_the_year_counts_once(session, db_settings):
+    """With defer_charges the use is recorded before the running total exists: the total created at
+    commit from the usage records must not count this transaction's own uses twice."""
+    w = build(session, price_fen=100)
+    session.commit()
+    with Session(core_db.get_engine(db_settings)) as s:
+        metering.defer_charges(s)
+        charge(s, w, w.customer)
+        charge(s, w, w.customer2)
+        metering.commit_charged(s)
+    with Session(core_db.get_engine(db_settings)) as s:
+        charge(s, w, w.customer)  # and a charge in meter after it
+        s.commit()
+    session.expire_all()
+    assert billed(session, w.operator.id) == 300
+    assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 300
