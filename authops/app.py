@@ -25,6 +25,7 @@ from authops.platform.catalog.router import router as catalog_router
 from authops.platform.sandbox.router import router as sandbox_router
 from authops.platform.governance.router import public_router as governance_public_router
 from authops.platform.governance.router import router as governance_router
+from authops.console import router as console_router
 from authops.platform.products import pages as product_pages
 from authops.platform.products.router import router as products_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
@@ -179,6 +180,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
     app.include_router(product_pages.public_router, prefix=API_PREFIX)
     app.include_router(product_pages.page_router)  # /products/{code}: the HTML product page
+    app.include_router(console_router.public_router)  # /console/login, static files, disclosure, language
+    app.include_router(console_router.router)  # the web console (cookie session, the same permissions)
     product_pages.extend_openapi(app)
     return app
 
@@ -203,6 +206,7 @@ PUBLIC_ROUTES |= {(m, f"{API_PREFIX}{p}") for m, p, _ in iter_routes(governance_
 # The product pages (contract, example, price, registration number) are public too.
 PUBLIC_ROUTES |= {(m, f"{API_PREFIX}{p}") for m, p, _ in iter_routes(product_pages.public_router.routes)}
 PUBLIC_ROUTES |= {(m, p) for m, p, _ in iter_routes(product_pages.page_router.routes)}
+PUBLIC_ROUTES |= {(m, p) for m, p, _ in iter_routes(console_router.public_router.routes)}
 
 
 def route_permission(route) -> str | None:
