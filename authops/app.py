@@ -167,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=200 if ok else 503,
                             content={"status": "ready" if ok else "not ready", "checks": checks})
 
+    # The product calls first: Starlette tries routes in order, and they are the hottest path.
+    app.include_router(products_router, prefix=API_PREFIX)
     app.include_router(identity_router, prefix=API_PREFIX)
     app.include_router(jobs_router, prefix=API_PREFIX)
     app.include_router(supervision_router, prefix=API_PREFIX)
@@ -175,7 +177,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sandbox_router, prefix=API_PREFIX)
     app.include_router(governance_router, prefix=API_PREFIX)
     app.include_router(governance_public_router, prefix=API_PREFIX)
-    app.include_router(products_router, prefix=API_PREFIX)
     for name in EXTRA_ROUTERS:
         app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
     app.include_router(product_pages.public_router, prefix=API_PREFIX)

@@ -78,17 +78,26 @@ def find(session: Session, customer_org_id: int, idempotency_key: str) -> UsageR
                            ).scalars().first()
 
 
+def _terms_statement():
+    cap = (select(PriceCap.cap_fen).where(PriceCap.product_id == sa.bindparam("product_id"),
+                                          PriceCap.unit == sa.bindparam("unit"),
+                                          PriceCap.effective_from <= sa.bindparam("at"))
+           .order_by(PriceCap.id.desc()).limit(1).scalar_subquery())
+    price = (select(Price.price_fen).where(Price.operator_org_id == _PRODUCT.c.operator_org_id,
+                                           Price.product_id == sa.bindparam("product_id"),
+                                           Price.unit == sa.bindparam("unit"), in_force_clause(sa.bindparam("at")))
+             .order_by(Price.id.desc()).limit(1).scalar_subquery())
+    return select(_PRODUCT.c.operator_org_id, _PRODUCT.c.category, price, cap).where(
+        _PRODUCT.c.id == sa.bindparam("product_id"))
+
+
+_TERMS = _terms_statement()  # built once: every call binds its product, unit and time
+
+
 def terms_in_force(session: Session, product_id: int, unit: str, at: datetime) -> tuple[int | None, bool, int | None,
                                                                                         int | None]:
     """(operator, free?, operator's price, cap) for a product and unit at `at`: one statement."""
-    cap = (select(PriceCap.cap_fen).where(PriceCap.product_id == product_id, PriceCap.unit == unit,
-                                          PriceCap.effective_from <= at)
-           .order_by(PriceCap.id.desc()).limit(1).scalar_subquery())
-    price = (select(Price.price_fen).where(Price.operator_org_id == _PRODUCT.c.operator_org_id,
-                                           Price.product_id == product_id, Price.unit == unit, in_force_clause(at))
-             .order_by(Price.id.desc()).limit(1).scalar_subquery())
-    row = session.execute(select(_PRODUCT.c.operator_org_id, _PRODUCT.c.category, price, cap)
-                          .where(_PRODUCT.c.id == product_id)).first()
+    row = session.execute(_TERMS, {"product_id": product_id, "unit": unit, "at": at}).first()
     if row is None:
         raise InvalidInput(f"no product {product_id}", details={"field": "product_id"})
     return row[0], row[1] in FREE_CATEGORIES, row[2], row[3]
