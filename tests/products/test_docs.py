@@ -255,12 +255,7 @@ def test_the_documented_report_client_runs_against_the_live_api(app, client, ses
 
 @pytest.fixture
 def public_app(app):
-    """The app with the public product pages, as authops/app.py is to include them."""
-    paths = {getattr(r, "path", "") for r in app.routes}
-    if "/products/{code}" not in paths:
-        app.include_router(pages.public_router, prefix="/api/v1")
-        app.include_router(pages.page_router)
-        pages.extend_openapi(app)
+    """The app, which includes the public product pages (authops/app.py)."""
     return app
 
 
