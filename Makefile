@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test install readme bench lint clean
+.PHONY: demo test install readme bench lint clean screenshots
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .authops .authops-demo
+
+screenshots: $(STAMP)
+	AUTHOPS_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/console/test_console_browser.py -k screenshots
