@@ -571,6 +571,23 @@ def guard_call(session: Session, *, customer_org_id: int, product_id: int, subje
     return {"product_id": product_id, "product": p.code, "agreement": usage.number, "consent_id": consent_id}
 
 
+def guard_use(session: Session, p: Product, customer_org_id: int, who: audit_log.Actor | Principal, *,
+              channel: str) -> Agreement:
+    """What every use needs before its subjects are known: the product registered and the customer's
+    usage agreement in force (batches, reports and joint models check consent per subject, or need
+    none). A refusal is audited as guard_call's is, naming the channel; returns the agreement."""
+    try:
+        if p.state != "registered":
+            raise ProductNotRegistered(f"product {p.code} is not registered (it is {p.state}); it serves no "
+                                       f"{channel} use")
+        return agreements.require_active_usage(session, customer_org_id, p.id)
+    except AuthopsError as exc:
+        audit_log.record(session, audit_log.as_actor(who), "gov.call.refused", outcome="denied", object_type="product",
+                         object_id=p.id, details={"code": exc.code, "customer_org_id": customer_org_id,
+                                                  "subject_key": None, "channel": channel})
+        raise
+
+
 def _admit_statement():
     p, a, c = Product.__table__.c, Agreement.__table__.c, Consent.__table__.c
     customer, today = bindparam("customer"), bindparam("today")

@@ -38,9 +38,8 @@ from authops.core.jobs.models import Job, JobState
 from authops.core.jobs.registry import JobContext, job_handler
 from authops.core.settings import Settings, get_settings
 from authops.core.storage.store import get_object_store
-from authops.platform.governance import agreements
 from authops.platform.governance.models import Product
-from authops.platform.governance.products import ProductNotRegistered, guard_call
+from authops.platform.governance.products import guard_call, guard_use
 from authops.platform.products import calls, serving
 from authops.platform.products.models import ProductBatch
 from authops.products.runtime import answers as rt
@@ -108,15 +107,7 @@ def _admit(session: Session, p: Product, customer: int, who: audit_log.Actor, se
     if not p.needs_consent:
         guard_call(session, customer_org_id=customer, product_id=p.id, actor=who, settings=settings)
         return
-    try:
-        if p.state != "registered":
-            raise ProductNotRegistered(f"product {p.code} is not registered (it is {p.state}); it serves no calls")
-        agreements.require_active_usage(session, customer, p.id)
-    except AuthopsError as exc:
-        audit_log.record(session, who, "gov.call.refused", outcome="denied", object_type="product", object_id=p.id,
-                         details={"code": exc.code, "customer_org_id": customer, "subject_key": None,
-                                  "channel": "batch"})
-        raise
+    guard_use(session, p, customer, who, channel="batch")
 
 
 def submit(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,

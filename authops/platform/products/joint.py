@@ -53,9 +53,9 @@ from authops.core.jobs.models import Job, JobState
 from authops.core.jobs.registry import JobContext, job_handler
 from authops.core.settings import Settings, get_settings
 from authops.core.storage.store import get_object_store
-from authops.platform.governance import agreements, consent
+from authops.platform.governance import consent
 from authops.platform.governance.models import Product
-from authops.platform.governance.products import ProductNotRegistered, guard_call
+from authops.platform.governance.products import guard_call, guard_use
 from authops.platform.products import calls
 from authops.platform.products import joint_learn as learn
 from authops.platform.products.joint_models import JointModel
@@ -144,19 +144,6 @@ def check_counts(n: int, positives: int, what: str) -> None:
                            f"least {MIN_CLASS}", details={"field": "file", "rule": "min_class", "minimum": MIN_CLASS})
 
 
-def _admit(session: Session, p: Product, customer: int, who: audit_log.Actor) -> None:
-    """The base product is registered and the customer may use it (an active usage agreement)."""
-    try:
-        if p.state != "registered":
-            raise ProductNotRegistered(f"product {p.code} is not registered (it is {p.state})")
-        agreements.require_active_usage(session, customer, p.id)
-    except AuthopsError as exc:
-        audit_log.record(session, who, "gov.call.refused", outcome="denied", object_type="product", object_id=p.id,
-                         details={"code": exc.code, "customer_org_id": customer, "subject_key": None,
-                                  "channel": "joint_model"})
-        raise
-
-
 def _labels_table(settings: Settings, model_id: int, rows: list[tuple[str, int]]) -> bytes:
     key = model_key(settings, model_id)
     table = pa.table({"digest": pa.array([rt.subject_digest(key, u) for u, _ in rows], pa.binary()),
@@ -174,7 +161,7 @@ def submit(session: Session, settings: Settings, *, principal: Principal | audit
     if not name or len(name) > MAX_NAME:
         raise InvalidInput(f"name is 1 to {MAX_NAME} characters", details={"field": "name"})
     p = calls.visible_product(session, product_code or DEFAULT_PRODUCT, who.org_id)
-    _admit(session, p, who.org_id, who)
+    guard_use(session, p, who.org_id, who, channel="joint_model")
     _features_spec(p)  # a base product whose spec yields no per-subject score is refused before anything is stored
     rows = parse_labels(data)
     m = JointModel(customer_org_id=who.org_id, product_id=p.id, name=name, labels=len(rows),

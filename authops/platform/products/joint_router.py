@@ -12,13 +12,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 from pydantic import BaseModel, Field
-from sqlmodel import Session
 
-from authops.core.errors import AuthopsError
 from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 from authops.platform.products import joint
+from authops.platform.products.router import committing_refusals
 
 router = APIRouter(prefix="/products/joint-models", tags=["joint modelling"])
 
@@ -38,15 +37,6 @@ class ScoreOut(BaseModel):
     grade: str | None = Field(description="A >= 85, B >= 70, C >= 55, D >= 40, E below")
 
 
-def _committing_refusals(session: Session, fn, *args, **kw):
-    """Run fn; on an error, commit what it queued (the refusal's audit event) before answering it."""
-    try:
-        return fn(*args, **kw)
-    except AuthopsError:
-        session.commit()
-        raise
-
-
 @router.post("", status_code=202)
 async def upload_labels(session: SessionDep, settings: SettingsDep, background: BackgroundTasks,
                         principal: Annotated[Principal, require("product.call")],
@@ -59,7 +49,7 @@ async def upload_labels(session: SessionDep, settings: SettingsDep, background: 
     """Upload your loan outcomes; a job trains a model on the base product's public data inside the
     platform. The labels and the model never leave; you get metrics and a scoring endpoint."""
     data = await file.read(joint.MAX_BYTES + 1)
-    m, job = _committing_refusals(session, joint.submit, session, settings, principal=actor_of(principal),
+    m, job = committing_refusals(session, joint.submit, session, settings, principal=actor_of(principal),
                                   name=name or file.filename or "", data=data,
                                   product_code=product)
     background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])  # after the commit
@@ -88,5 +78,5 @@ def oversee_model(model_id: ObjectId, session: SessionDep,
 def score(model_id: ObjectId, body: ScoreIn, session: SessionDep, settings: SettingsDep,
           principal: Annotated[Principal, require("product.call")]):
     """Score one enterprise with your model, under the base product's agreement and the enterprise's consent."""
-    return _committing_refusals(session, joint.score, session, settings, principal=actor_of(principal),
+    return committing_refusals(session, joint.score, session, settings, principal=actor_of(principal),
                                 model_id=model_id, subject=body.subject, purpose=body.purpose)

@@ -29,14 +29,13 @@ from sqlmodel import Session, select
 from authops.audit import log as audit_log
 from authops.billing import metering
 from authops.core.clock import show
-from authops.core.errors import AuthopsError, Conflict, InvalidInput, NotFound
+from authops.core.errors import Conflict, InvalidInput, NotFound
 from authops.core.identity import Principal
 from authops.core.jobs.models import Job, JobState
 from authops.core.settings import Settings
 from authops.core.storage.store import get_object_store
-from authops.platform.governance import agreements
-from authops.platform.governance.models import Agreement, Product
-from authops.platform.governance.products import ProductNotRegistered
+from authops.platform.governance.models import Product
+from authops.platform.governance.products import guard_use
 from authops.platform.products import calls, precompute
 from authops.platform.products.report_models import ProductReport
 from authops.platform.sandbox import jobs as sandbox_jobs
@@ -85,19 +84,6 @@ def _shared_release(session: Session, product_id: int, sources: dict[str, Any] |
     return None
 
 
-def _guard(session: Session, p: Product, customer: int, who: audit_log.Actor) -> Agreement:
-    """A report needs what a call needs except consent: it is about no subject (a DP release over all
-    of them). Registered product, active usage agreement; a refusal is audited as guard_call's is."""
-    try:
-        if p.state != "registered":
-            raise ProductNotRegistered(f"product {p.code} is not registered (it is {p.state}); it serves no reports")
-        return agreements.require_active_usage(session, customer, p.id)
-    except AuthopsError as exc:
-        audit_log.record(session, who, "gov.call.refused", outcome="denied", object_type="product", object_id=p.id,
-                         details={"code": exc.code, "customer_org_id": customer, "subject_key": None})
-        raise
-
-
 def request(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,
             report: Any, purpose: Any = None) -> tuple[ProductReport, list[int]]:
     """Record a report request; returns it and the job ids to dispatch after the commit (none when an
@@ -109,7 +95,7 @@ def request(session: Session, settings: Settings, *, principal: Principal | audi
     purpose = calls.check_purpose(purpose)
     p = calls.visible_product(session, code, customer)
     output = _aggregate_product(p, report)
-    a = _guard(session, p, customer, who)
+    a = guard_use(session, p, customer, who, channel="report")  # about no subject: no consent
     planned = sandbox_jobs.Planned(session, "spec", p.spec, None)
     sources = precompute._sources(session, planned)
     shared, dispatch, stale = _shared_release(session, p.id, sources), [], False

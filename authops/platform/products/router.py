@@ -41,7 +41,7 @@ class CallOut(BaseModel):
     replayed: bool = False
 
 
-def _committing_refusals(session: Session, fn, *args, **kw):
+def committing_refusals(session: Session, fn, *args, **kw):
     """Run fn; on an error, commit what it queued (the refusal's audit event) before answering it."""
     try:
         return fn(*args, **kw)
@@ -62,7 +62,7 @@ def call_product(code: str, body: CallIn, response: Response, session: SessionDe
     claim holds) and never reveal whether the subject is in the source data; score products answer
     `status: found` with the scores, or `status: not_found`."""
     metering.defer_charges(session)  # the revenue total is charged at commit: its row lock is held briefly
-    out = _committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
+    out = committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
                                subject=body.subject, claims=body.claims, purpose=body.purpose,
                                idempotency_key=idempotency_key)
     metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
@@ -79,7 +79,7 @@ async def submit_batch(code: str, session: SessionDep, settings: SettingsDep, ba
                        purpose: Annotated[str | None, Form(max_length=500)] = None):
     """Upload a list of subjects; a job answers each into a result file only you can download (for 7 days)."""
     data = await file.read(batch.MAX_BYTES + 1)
-    b, job = _committing_refusals(session, batch.submit, session, settings, principal=actor_of(principal),
+    b, job = committing_refusals(session, batch.submit, session, settings, principal=actor_of(principal),
                                   code=code, data=data, filename=file.filename or "", purpose=purpose)
     background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])  # after the commit
     return batch.view(session, b)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from authops.core.identity import Principal
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 from authops.platform.products import sme, sme_financing, sme_whitelist
-from authops.platform.products.router import _committing_refusals
+from authops.platform.products.router import committing_refusals
 
 router = APIRouter(prefix="/sme", tags=["SME credit services"])
 
@@ -103,7 +103,7 @@ def precredit(body: PrecreditIn, session: SessionDep, settings: SettingsDep,
               principal: Annotated[Principal, require("product.call")]):
     """A pre-credit limit band (never an amount) for an enterprise that authorized your bank; metered as one
     bank_credit_assessment call."""
-    return _committing_refusals(session, sme.precredit, session, settings, principal=actor_of(principal),
+    return committing_refusals(session, sme.precredit, session, settings, principal=actor_of(principal),
                                 uscc=body.uscc, purpose=body.purpose)
 
 
