@@ -14,13 +14,12 @@ from dataclasses import dataclass, replace
 
 from fastapi import Depends, Request
 
-from authops.audit.anomaly import service as anomaly_service
-from authops.core.errors import Forbidden, Unauthenticated
+from authops.core.errors import Unauthenticated
 from authops.core.identity import Principal
 from authops.core.regions import region_of
 from authops.console import security
 from authops.console.i18n import lang_of
-from authops.platform.deps import AuthorizerDep, Require, SessionDep, actor_of, client_ip, refusal
+from authops.platform.deps import AuthorizerDep, Require, SessionDep, client_ip
 from authops.platform.identity import service as identity_service
 from authops.policies import permissions
 from authops.policies.enforcer import Authorizer
@@ -61,16 +60,7 @@ class Page(Require):
         principal = replace(found.principal, region=region_of(settings, ip))
         if principal.kind != "user":
             raise LoginNeeded
-        try:
-            anomaly_service.check_access(session, principal, action=self.action)
-        except Forbidden as exc:
-            refusal(request, actor_of(principal), "access.blocked", exc, outcome="blocked")
-            raise
-        if not authorizer.allowed_now(session, principal, self.action):
-            spec = permissions.ACTIONS[self.action]
-            exc = Forbidden(f"permission '{self.action}' ({spec.en}) is needed", details={"permission": self.action})
-            refusal(request, actor_of(principal), "authz.denied", exc)
-            raise exc
+        self.admit(request, session, authorizer, principal)  # exactly the API's block and permission checks
         request.state.principal = principal
         return Viewer(principal, security.csrf_token(settings, token), lang_of(request), authorizer)
 

@@ -81,17 +81,11 @@ class Require:
             raise ValueError(f"unknown action {action!r}")
         self.action = action
 
-    def __call__(self, request: Request, session: SessionDep, authorizer: AuthorizerDep) -> Principal:
-        settings: Settings = request.app.state.settings
-        ip = client_ip(request)
-        try:
-            found = identity_service.authenticate(session, credential_from(request), ip=ip)
-        except Unauthenticated as exc:
-            refusal(request, audit_log.Actor(kind="anonymous", ip=ip, region=region_of(settings, ip)),
-                    "auth.rejected", exc)
-            raise
-        principal = replace(found.principal, region=region_of(settings, ip))
-        if found.maybe_blocked:  # an active block or throttle (anomaly supervision) refuses before any action
+    def admit(self, request: Request, session: Session, authorizer: Authorizer, principal: Principal, *,
+              maybe_blocked: bool = True) -> None:
+        """Refuse an authenticated principal that a block or throttle names (when the lookup says one
+        may) or that lacks the action; each refusal is audited. The API and the console share it."""
+        if maybe_blocked:  # an active block or throttle (anomaly supervision) refuses before any action
             try:
                 anomaly_service.check_access(session, principal, action=self.action)
             except Forbidden as exc:
@@ -104,6 +98,18 @@ class Require:
                             details={"permission": self.action})
             refusal(request, actor_of(principal), "authz.denied", exc)
             raise exc
+
+    def __call__(self, request: Request, session: SessionDep, authorizer: AuthorizerDep) -> Principal:
+        settings: Settings = request.app.state.settings
+        ip = client_ip(request)
+        try:
+            found = identity_service.authenticate(session, credential_from(request), ip=ip)
+        except Unauthenticated as exc:
+            refusal(request, audit_log.Actor(kind="anonymous", ip=ip, region=region_of(settings, ip)),
+                    "auth.rejected", exc)
+            raise
+        principal = replace(found.principal, region=region_of(settings, ip))
+        self.admit(request, session, authorizer, principal, maybe_blocked=found.maybe_blocked)
         if principal.kind == "key":
             identity_service.touch_api_key(session, principal.id, found.last_used_at)
         request.state.principal = principal
