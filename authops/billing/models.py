@@ -15,14 +15,7 @@ from sqlalchemy import JSON, Column, Date, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.clock import utcnow
-
-
-def _ts() -> Any:
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
-
-
-def _json(factory: Any = dict) -> Any:
-    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+from authops.core.types import json_field, timestamp_field
 
 
 class UsageRecord(SQLModel, table=True):
@@ -67,13 +60,13 @@ class MaxRevenue(SQLModel, table=True):
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     year: int = Field(index=True)
     amount_fen: int
-    warn_at_pct: list[int] = _json(list)
+    warn_at_pct: list[int] = json_field(list)
     co_set_by_org_id: int | None = Field(default=None, foreign_key="organisation.id")  # the DRC
     set_by_org_id: int = Field(foreign_key="organisation.id")
     set_by: str = Field(default="", max_length=100)
     reason: str = Field(default="", max_length=500)
-    effective_from: datetime = _ts()
-    created_at: datetime = _ts()
+    effective_from: datetime = timestamp_field()
+    created_at: datetime = timestamp_field()
 
 
 class PriceCap(SQLModel, table=True):
@@ -88,8 +81,8 @@ class PriceCap(SQLModel, table=True):
     set_by_org_id: int = Field(foreign_key="organisation.id")
     set_by: str = Field(default="", max_length=100)
     reason: str = Field(default="", max_length=500)
-    effective_from: datetime = _ts()
-    created_at: datetime = _ts()
+    effective_from: datetime = timestamp_field()
+    created_at: datetime = timestamp_field()
 
 
 class Price(SQLModel, table=True):
@@ -106,8 +99,8 @@ class Price(SQLModel, table=True):
     kind: str = Field(default="regular", max_length=16)  # regular | trial
     basis: str = Field(default="", sa_column=Column(Text, nullable=False))
     set_by: str = Field(default="", max_length=100)
-    effective_from: datetime = _ts()
-    created_at: datetime = _ts()
+    effective_from: datetime = timestamp_field()
+    created_at: datetime = timestamp_field()
 
 
 class PriceFiling(SQLModel, table=True):
@@ -120,7 +113,7 @@ class PriceFiling(SQLModel, table=True):
     number: str = Field(max_length=32, unique=True)
     filed_with_org_id: int = Field(foreign_key="organisation.id", index=True)
     filed_by: str = Field(default="", max_length=100)
-    filed_at: datetime = _ts()
+    filed_at: datetime = timestamp_field()
 
 
 class RevenueCounter(SQLModel, table=True):
@@ -136,7 +129,7 @@ class RevenueCounter(SQLModel, table=True):
     year: int
     revenue_fen: int = 0
     ceiling_fen: int | None = None
-    warn_at_pct: list[int] = _json(list)
+    warn_at_pct: list[int] = json_field(list)
 
 
 class RevenueWarning(SQLModel, table=True):
@@ -152,7 +145,7 @@ class RevenueWarning(SQLModel, table=True):
     threshold_pct: int
     revenue_fen: int
     ceiling_fen: int
-    at: datetime = _ts()
+    at: datetime = timestamp_field()
     notified_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
 
 
@@ -172,7 +165,7 @@ class BookEntry(SQLModel, table=True):
     reference: str = Field(default="", max_length=100)
     reverses_id: int | None = Field(default=None, foreign_key="billing_book_entry.id", unique=True)
     recorded_by: str = Field(default="", max_length=100)
-    recorded_at: datetime = _ts()
+    recorded_at: datetime = timestamp_field()
 
 
 class Settlement(SQLModel, table=True):
@@ -187,9 +180,9 @@ class Settlement(SQLModel, table=True):
     year: int
     revenue_fen: int = 0
     rule: str = Field(default="equal", max_length=16)
-    inputs: dict[str, Any] = _json()
+    inputs: dict[str, Any] = json_field()
     created_by: str = Field(default="", max_length=100)
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()
     filed_with_org_id: int | None = Field(default=None, foreign_key="organisation.id")
     filed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
 
@@ -206,4 +199,4 @@ class SettlementLine(SQLModel, table=True):
     party_org_id: int | None = Field(default=None, foreign_key="organisation.id")
     amount_fen: int
     non_tax: bool = False
-    basis: dict[str, Any] = _json()
+    basis: dict[str, Any] = json_field()

@@ -12,20 +12,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, DateTime, Text, UniqueConstraint
+from sqlalchemy import Column, Date, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from authops.core.clock import utcnow
-
-
-def _ts(nullable: bool = False) -> Any:
-    if nullable:
-        return Field(default=None, sa_column=Column(DateTime(), nullable=True))
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
-
-
-def _json(factory: Any = dict) -> Any:
-    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+from authops.core.types import json_field, timestamp_field
 
 
 class PrefilingSchedule(SQLModel, table=True):
@@ -42,10 +32,10 @@ class PrefilingSchedule(SQLModel, table=True):
     first_due_on: date = Field(sa_column=Column(Date(), nullable=False))
     period_months: int = 0
     blocks_jobs: bool = False
-    flagged: list[str] = _json(list)  # due dates already flagged overdue (ISO dates)
+    flagged: list[str] = json_field(list)  # due dates already flagged overdue (ISO dates)
     active: bool = True
     created_by: str = Field(default="system", max_length=64)
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()
 
 
 class Prefiling(SQLModel, table=True):
@@ -65,7 +55,7 @@ class Prefiling(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     object_key: str = Field(max_length=300)
     filed_by: str = Field(default="system", max_length=64)
-    filed_at: datetime = _ts()
+    filed_at: datetime = timestamp_field()
 
 
 class ProductRating(SQLModel, table=True):
@@ -81,7 +71,7 @@ class ProductRating(SQLModel, table=True):
     score: int  # 1-5
     comment: str = Field(default="", sa_column=Column(Text, nullable=False))
     rated_by: str = Field(default="system", max_length=64)
-    rated_at: datetime = _ts()
+    rated_at: datetime = timestamp_field()
 
 
 class YearSettings(SQLModel, table=True):
@@ -91,13 +81,13 @@ class YearSettings(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     year: int = Field(unique=True)
-    metrics: dict[str, Any] = _json()  # key -> {"weight": float, "target": float}
+    metrics: dict[str, Any] = json_field()  # key -> {"weight": float, "target": float}
     expert_weight: float = 0.0
     excellent: float = 90.0
     qualified: float = 60.0
-    indicators: dict[str, Any] = _json()  # social-benefit options, e.g. {"enterprise_products": [codes]}
+    indicators: dict[str, Any] = json_field()  # social-benefit options, e.g. {"enterprise_products": [codes]}
     updated_by: str = Field(default="system", max_length=64)
-    updated_at: datetime = _ts()
+    updated_at: datetime = timestamp_field()
 
 
 class Assessment(SQLModel, table=True):
@@ -112,9 +102,9 @@ class Assessment(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="assessment.id")
     period_start: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     period_end: datetime = Field(sa_column=Column(DateTime(), nullable=False))
-    settings: dict[str, Any] = _json()  # the YearSettings in force, as computed
-    metrics: list[dict[str, Any]] = _json(list)
-    expert_scores: list[dict[str, Any]] = _json(list)
+    settings: dict[str, Any] = json_field()  # the YearSettings in force, as computed
+    metrics: list[dict[str, Any]] = json_field(list)
+    expert_scores: list[dict[str, Any]] = json_field(list)
     total_score: float = 0.0
     grade: str = Field(default="", max_length=16)  # excellent | qualified | unqualified
     grade_reason: str = Field(default="", max_length=500)
@@ -123,9 +113,9 @@ class Assessment(SQLModel, table=True):
     signature: str = Field(default="", max_length=200)  # base64 Ed25519 over the canonical body
     key_id: str = Field(default="", max_length=64)
     signed_by: str = Field(default="", max_length=64)
-    signed_at: datetime | None = _ts(nullable=True)
-    consequences: list[str] = _json(list)
-    computed_at: datetime = _ts()
+    signed_at: datetime | None = timestamp_field(nullable=True)
+    consequences: list[str] = json_field(list)
+    computed_at: datetime = timestamp_field()
     created_by: str = Field(default="system", max_length=64)
 
 
@@ -142,6 +132,6 @@ class Rectification(SQLModel, table=True):
     plan: str = Field(default="", sa_column=Column(Text, nullable=False))
     plan_sha256: str = Field(default="", max_length=64)
     submitted_by: str = Field(default="", max_length=64)
-    submitted_at: datetime | None = _ts(nullable=True)
+    submitted_at: datetime | None = timestamp_field(nullable=True)
     reassessment_id: int | None = Field(default=None, foreign_key="assessment.id")
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()

@@ -16,17 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Date, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from authops.core.clock import utcnow
-
-
-def _ts(nullable: bool = False) -> Any:
-    if nullable:
-        return Field(default=None, sa_column=Column(DateTime(), nullable=True))
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
-
-
-def _json(factory: Any = dict) -> Any:
-    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+from authops.core.types import json_field, timestamp_field
 
 
 class Call(SQLModel, table=True):
@@ -41,14 +31,14 @@ class Call(SQLModel, table=True):
     publisher_org_id: int = Field(foreign_key="organisation.id", index=True)
     title: str = Field(max_length=300)
     industry: str = Field(default="", max_length=100)
-    conditions: list[str] = _json(list)
-    materials: list[str] = _json(list)  # the checklist: names every application must attach
-    details: dict[str, Any] = _json()
-    opens_at: datetime = _ts()
+    conditions: list[str] = json_field(list)
+    materials: list[str] = json_field(list)  # the checklist: names every application must attach
+    details: dict[str, Any] = json_field()
+    opens_at: datetime = timestamp_field()
     deadline_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     state: str = Field(default="open", max_length=16, index=True)  # open | closed | cancelled
     created_by: str = Field(default="system", max_length=64)
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()
 
 
 class Case(SQLModel, table=True):
@@ -65,17 +55,17 @@ class Case(SQLModel, table=True):
     parent_case_id: int | None = Field(default=None, foreign_key="gov_case.id", index=True)
     title: str = Field(max_length=300)
     # What the applicant filed (the application form); versioned by `round` on return.
-    payload: dict[str, Any] = _json()
+    payload: dict[str, Any] = json_field()
     # Workflow bookkeeping the domain services keep: e.g. the departments still to review.
-    facts: dict[str, Any] = _json()
+    facts: dict[str, Any] = json_field()
     # Organisations that must act now (their to-do lists show the case) and by when.
-    awaiting_orgs: list[int] = _json(list)
-    due_at: datetime | None = _ts(nullable=True)
+    awaiting_orgs: list[int] = json_field(list)
+    due_at: datetime | None = timestamp_field(nullable=True)
     round: int = 1  # increases each time an application is returned for revision
     created_by: str = Field(default="system", max_length=64)
-    created_at: datetime = _ts()
-    updated_at: datetime = _ts()
-    decided_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+    decided_at: datetime | None = timestamp_field(nullable=True)
 
 
 class CaseTransition(SQLModel, table=True):
@@ -95,8 +85,8 @@ class CaseTransition(SQLModel, table=True):
     actor_name: str = Field(default="", max_length=100)
     actor_org_id: int | None = None
     reason: str = Field(default="", sa_column=Column(Text, nullable=False))
-    data: dict[str, Any] = _json()
-    at: datetime = _ts()
+    data: dict[str, Any] = json_field()
+    at: datetime = timestamp_field()
 
 
 class Review(SQLModel, table=True):
@@ -116,7 +106,7 @@ class Review(SQLModel, table=True):
     decision: str = Field(max_length=16)  # approve | reject | return | score
     score: int | None = None  # 0-100 where the stage scores
     reasons: str = Field(default="", sa_column=Column(Text, nullable=False))
-    at: datetime = _ts()
+    at: datetime = timestamp_field()
 
 
 class CaseDocument(SQLModel, table=True):
@@ -133,7 +123,7 @@ class CaseDocument(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     object_key: str = Field(max_length=300)
     uploaded_by: str = Field(default="system", max_length=64)
-    uploaded_at: datetime = _ts()
+    uploaded_at: datetime = timestamp_field()
 
 
 class Agreement(SQLModel, table=True):
@@ -151,7 +141,7 @@ class Agreement(SQLModel, table=True):
     party_a_org_id: int = Field(foreign_key="organisation.id", index=True)  # grantor / seller
     party_b_org_id: int = Field(foreign_key="organisation.id", index=True)  # grantee / buyer
     product_id: int | None = Field(default=None, foreign_key="gov_product.id", index=True)
-    terms: dict[str, Any] = _json()
+    terms: dict[str, Any] = json_field()
     text: str = Field(sa_column=Column(Text, nullable=False))
     text_sha256: str = Field(max_length=64)
     starts_on: date = Field(sa_column=Column(Date(), nullable=False))
@@ -160,8 +150,8 @@ class Agreement(SQLModel, table=True):
     state: str = Field(default="pending", max_length=16, index=True)
     liability_until: date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
     created_by: str = Field(default="system", max_length=64)
-    created_at: datetime = _ts()
-    ended_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = timestamp_field()
+    ended_at: datetime | None = timestamp_field(nullable=True)
     end_reason: str = Field(default="", max_length=500)
 
 
@@ -179,7 +169,7 @@ class Acceptance(SQLModel, table=True):
     actor_name: str = Field(default="", max_length=100)
     text_sha256: str = Field(max_length=64)
     ip: str | None = Field(default=None, max_length=64)
-    at: datetime = _ts()
+    at: datetime = timestamp_field()
 
 
 class OperatorFact(SQLModel, table=True):
@@ -194,9 +184,9 @@ class OperatorFact(SQLModel, table=True):
     kind: str = Field(max_length=40, index=True)
     year: int | None = None
     summary: str = Field(default="", max_length=500)
-    details: dict[str, Any] = _json()
+    details: dict[str, Any] = json_field()
     recorded_by: str = Field(default="system", max_length=64)
-    recorded_at: datetime = _ts()
+    recorded_at: datetime = timestamp_field()
 
 
 class DestructionCertificate(SQLModel, table=True):
@@ -214,8 +204,8 @@ class DestructionCertificate(SQLModel, table=True):
     key_id: str = Field(default="", max_length=64)
     objects: int = 0
     due_on: date = Field(sa_column=Column(Date(), nullable=False))  # exit + 30 days
-    issued_at: datetime = _ts()
-    verified_at: datetime | None = _ts(nullable=True)
+    issued_at: datetime = timestamp_field()
+    verified_at: datetime | None = timestamp_field(nullable=True)
     verified_by: str = Field(default="", max_length=64)
 
 
@@ -245,16 +235,16 @@ class Product(SQLModel, table=True):
     @property
     def needs_consent(self) -> bool:
         return bool(self.personal_information or self.consent_required)
-    spec: dict[str, Any] = _json()
+    spec: dict[str, Any] = json_field()
     pricing_basis: str = Field(default="", sa_column=Column(Text, nullable=False))
     price_fen: int = 0
     price_unit: str = Field(default="call", max_length=16)  # call | record | month | batch
     scope_of_use: str = Field(default="", sa_column=Column(Text, nullable=False))
     manner_of_use: str = Field(default="", sa_column=Column(Text, nullable=False))
-    self_review: dict[str, Any] = _json()
+    self_review: dict[str, Any] = json_field()
     state: str = Field(default="draft", max_length=16, index=True)  # draft | registered | withdrawn
-    registered_at: datetime | None = _ts(nullable=True)
-    created_at: datetime = _ts()
+    registered_at: datetime | None = timestamp_field(nullable=True)
+    created_at: datetime = timestamp_field()
 
 
 class Consent(SQLModel, table=True):
@@ -271,7 +261,7 @@ class Consent(SQLModel, table=True):
     product_id: int = Field(foreign_key="gov_product.id", index=True)
     customer_org_id: int = Field(foreign_key="organisation.id", index=True)
     purpose: str = Field(max_length=500)
-    scope: list[str] = _json(list)
+    scope: list[str] = json_field(list)
     valid_from: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     valid_until: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     method: str = Field(max_length=16)  # ed25519 | document
@@ -280,10 +270,10 @@ class Consent(SQLModel, table=True):
     signature: str = Field(default="", max_length=200)
     document_sha256: str = Field(default="", max_length=64)
     state: str = Field(default="active", max_length=16, index=True)  # active | revoked
-    revoked_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = timestamp_field(nullable=True)
     revoked_by: str = Field(default="", max_length=64)
     created_by: str = Field(default="system", max_length=64)
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()
 
 
 class Notification(SQLModel, table=True):
@@ -298,9 +288,9 @@ class Notification(SQLModel, table=True):
     body: str = Field(default="", sa_column=Column(Text, nullable=False))
     case_id: int | None = Field(default=None, foreign_key="gov_case.id", index=True)
     agreement_id: int | None = Field(default=None, foreign_key="gov_agreement.id")
-    due_at: datetime | None = _ts(nullable=True)
-    created_at: datetime = _ts()
-    read_at: datetime | None = _ts(nullable=True)
+    due_at: datetime | None = timestamp_field(nullable=True)
+    created_at: datetime = timestamp_field()
+    read_at: datetime | None = timestamp_field(nullable=True)
 
 
 class Webhook(SQLModel, table=True):
@@ -311,7 +301,7 @@ class Webhook(SQLModel, table=True):
     url: str = Field(max_length=500)
     secret: str = Field(max_length=200)  # HMAC key for the X-Authops-Signature header (sealed)
     active: bool = True
-    created_at: datetime = _ts()
+    created_at: datetime = timestamp_field()
 
 
 class Outbox(SQLModel, table=True):
@@ -324,10 +314,10 @@ class Outbox(SQLModel, table=True):
     target: str = Field(max_length=500)  # address or webhook id
     org_id: int | None = Field(default=None, index=True)
     subject: str = Field(default="", max_length=300)
-    payload: dict[str, Any] = _json()
+    payload: dict[str, Any] = json_field()
     state: str = Field(default="pending", max_length=16, index=True)  # pending | sent | failed
     attempts: int = 0
     last_error: str = Field(default="", max_length=500)
-    next_at: datetime = _ts()
-    sent_at: datetime | None = _ts(nullable=True)
-    created_at: datetime = _ts()
+    next_at: datetime = timestamp_field()
+    sent_at: datetime | None = timestamp_field(nullable=True)
+    created_at: datetime = timestamp_field()

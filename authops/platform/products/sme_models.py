@@ -6,14 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.clock import utcnow
-
-
-def _json(default=dict) -> Any:
-    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+from authops.core.types import json_field, timestamp_field
 
 
 class WhitelistSubscription(SQLModel, table=True):
@@ -27,8 +24,8 @@ class WhitelistSubscription(SQLModel, table=True):
     interval_hours: int = 24
     state: str = Field(default="active", max_length=16, index=True)  # active | cancelled
     created_by: str = Field(default="", max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
-    last_pushed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
+    created_at: datetime = timestamp_field()
+    last_pushed_at: datetime | None = timestamp_field(nullable=True)
 
 
 class WhitelistDelivery(SQLModel, table=True):
@@ -42,10 +39,10 @@ class WhitelistDelivery(SQLModel, table=True):
     bank_org_id: int = Field(foreign_key="organisation.id", index=True)
     version: int
     answer_set_version: int
-    entries: list[dict[str, str]] = _json(list)  # [{"uscc", "grade"}], sorted by USCC
+    entries: list[dict[str, str]] = json_field(list)  # [{"uscc", "grade"}], sorted by USCC
     added: int = 0
     removed: int = 0
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
+    created_at: datetime = timestamp_field()
 
 
 class LoanProduct(SQLModel, table=True):
@@ -60,11 +57,11 @@ class LoanProduct(SQLModel, table=True):
     max_amount_fen: int = Field(sa_column=Column(BigInteger(), nullable=False))
     min_term_months: int
     max_term_months: int
-    industries: list[str] = _json(list)  # empty: every industry
+    industries: list[str] = json_field(list)  # empty: every industry
     min_grade: str = Field(default="C", max_length=1)
     active: bool = True
     created_by: str = Field(default="", max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
+    created_at: datetime = timestamp_field()
 
 
 class FinancingRequest(SQLModel, table=True):
@@ -81,9 +78,9 @@ class FinancingRequest(SQLModel, table=True):
     industry: str = Field(max_length=32)
     purpose: str = Field(sa_column=Column(Text, nullable=False))
     sharing_authorized_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
-    profile: dict[str, Any] = _json()  # grade and bands at submission (what matched banks see)
+    profile: dict[str, Any] = json_field()  # grade and bands at submission (what matched banks see)
     created_by: str = Field(default="", max_length=64)
-    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
+    created_at: datetime = timestamp_field()
 
 
 class FinancingMatch(SQLModel, table=True):
@@ -98,5 +95,5 @@ class FinancingMatch(SQLModel, table=True):
     bank_org_id: int = Field(foreign_key="organisation.id", index=True)
     state: str = Field(default="received", max_length=16, index=True)
     version: int = 1  # moves on every step: the compare-and-set token
-    history: list[dict[str, Any]] = _json(list)  # [{"from", "to", "by", "note", "at"}]
+    history: list[dict[str, Any]] = json_field(list)  # [{"from", "to", "by", "note", "at"}]
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
