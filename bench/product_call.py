@@ -45,8 +45,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.pg import scratch_database
+
 REPO = Path(__file__).resolve().parents[1]
-POSTGRES_ADMIN = os.environ.get("AUTHOPS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "Bench-password-42"
 PURPOSE = "货车保险承保定价"
 
@@ -150,26 +151,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
 def _database(folder: Path):
-    from sqlalchemy import create_engine, text
-
-    from authops.core import db as core_db
-    from authops.core.settings import Settings
-
-    name = f"authops_bench_calls_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(POSTGRES_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        core_db.upgrade(Settings(data_dir=folder, database_url=url))
-        yield url
-    finally:
-        core_db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch_database(folder, "authops_bench_calls")
 
 
 def score_spec() -> dict[str, Any]:

@@ -42,15 +42,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.pg import scratch_database
+
 REPO = Path(__file__).resolve().parents[1]
-POSTGRES_ADMIN = os.environ.get("AUTHOPS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 SINGLE_THREAD = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                  "MKL_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
 RESOURCES = ("enterprise_basic_info", "enterprise_tax")
@@ -88,8 +88,6 @@ def _port_open(host: str, port: int) -> bool:
 @contextlib.contextmanager
 def _database(kind: str, folder: Path) -> Iterator[str]:
     """A migrated, empty database URL; a temporary PostgreSQL database is dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
     from authops.core import db as core_db
     from authops.core.settings import Settings
 
@@ -101,20 +99,8 @@ def _database(kind: str, folder: Path) -> Iterator[str]:
         finally:
             core_db.dispose_engines()
         return
-    name = f"authops_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(POSTGRES_ADMIN.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        core_db.upgrade(Settings(data_dir=folder, database_url=url))
+    with scratch_database(folder) as url:
         yield url
-    finally:
-        core_db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # --- workers ---------------------------------------------------------------------------------------
