@@ -56,7 +56,7 @@ from authops.core.storage.store import get_object_store
 from authops.platform.governance import consent
 from authops.platform.governance.models import Product
 from authops.platform.governance.products import guard_call, guard_use
-from authops.platform.products import calls
+from authops.platform.products import calls, precompute
 from authops.platform.products import joint_learn as learn
 from authops.platform.products.joint_models import JointModel
 from authops.platform.sandbox import jobs as sandbox_jobs
@@ -257,12 +257,8 @@ def _features(session: Session, settings: Settings, p: Product, ctx: JobContext
     """The per-subject flow of the base product, computed inside the trusted worker."""
     spec, key, score = _features_spec(p)
     planned = sandbox_jobs.Planned(session, "spec", spec, None)
-    tested = dict((p.self_review or {}).get("test_params") or {})
-    values = planned.plan.bind({k: v for k, v in tested.items() if k in planned.spec.params})
-    sources = {}
-    for inp in planned.inputs.values():
-        ds = sandbox_jobs._dataset(session, inp.resource, inp.version)
-        sources[inp.resource] = {"dataset_id": ds.id, "version": ds.version}
+    values = planned.plan.bind(precompute.spec_params(p, planned, {}))
+    sources = precompute.sources_of(session, planned)
     with sandbox_jobs.private_folder("authops-job-") as folder:
         ctx.progress(0.05, "decrypting inputs")
         inputs = sandbox_jobs._decrypt_inputs(session, settings, planned, folder, project=False)

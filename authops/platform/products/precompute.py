@@ -110,7 +110,7 @@ def enqueue(session: Session, product: Product, *, actor: audit_log.Actor | Prin
     return job
 
 
-def _sources(session: Session, planned: sandbox_jobs.Planned) -> dict[str, dict[str, int]]:
+def sources_of(session: Session, planned: sandbox_jobs.Planned) -> dict[str, dict[str, int]]:
     out = {}
     for inp in planned.inputs.values():
         ds = sandbox_jobs._dataset(session, inp.resource, inp.version)
@@ -124,7 +124,7 @@ def stale(session: Session, product: Product, built: AnswerSet | None = None) ->
     if built is None:
         return []
     planned = sandbox_jobs.Planned(session, "spec", product.spec, None)
-    now = _sources(session, planned)
+    now = sources_of(session, planned)
     return sorted(r for r, s in now.items() if (built.sources.get(r) or {}).get("dataset_id") != s["dataset_id"])
 
 
@@ -162,18 +162,18 @@ def refresh_due(settings: Settings | None = None) -> list[int]:
 
 # --- building -------------------------------------------------------------------------------------
 
-def _params(product: Product, planned: sandbox_jobs.Planned, given: dict[str, Any]) -> dict[str, Any]:
-    spec_params = planned.spec.params
+def spec_params(product: Product, planned: sandbox_jobs.Planned, given: dict[str, Any]) -> dict[str, Any]:
+    declared = planned.spec.params
     tested = dict((product.self_review or {}).get("test_params") or {})
     out: dict[str, Any] = {}
-    for name, p in spec_params.items():
+    for name, p in declared.items():
         if name in given:
             out[name] = given[name]
         elif name in tested:
             out[name] = tested[name]
         elif p.default is None and str(getattr(p.type, "value", p.type)) == "date":
             out[name] = to_shanghai(utcnow()).date().isoformat()
-    unknown = sorted(set(given) - set(spec_params))
+    unknown = sorted(set(given) - set(declared))
     if unknown:
         raise InvalidInput(f"unknown parameter {unknown[0]!r}", details={"field": "params"})
     return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in out.items()}
@@ -225,13 +225,13 @@ def build(session: Session, settings: Settings, product: Product, params: dict[s
             ctx.progress(f, m)
 
     planned = sandbox_jobs.Planned(session, "spec", product.spec, None)
-    values = _params(product, planned, params)
+    values = spec_params(product, planned, params)
     planned.plan.bind(values)
     for o in planned.outputs.values():
         if o.policy not in rt.SERVED_POLICIES:
             raise sandbox_jobs.JobFailed(f"outputs[{o.name}] is a {o.policy} output; precomputed answers serve "
                                          "verify and model outputs")
-    sources = _sources(session, planned)
+    sources = sources_of(session, planned)
     key = serving_key(settings, product.code)
     token_key = sandbox_jobs.token_key(settings, product.partner_org_id, product.workspace_id or 0)
     per_output: dict[str, dict[bytes, int]] = {}  # output -> digest -> row of its answers

@@ -97,13 +97,13 @@ def request(session: Session, settings: Settings, *, principal: Principal | audi
     output = _aggregate_product(p, report)
     a = guard_use(session, p, customer, who, channel="report")  # about no subject: no consent
     planned = sandbox_jobs.Planned(session, "spec", p.spec, None)
-    sources = precompute._sources(session, planned)
+    sources = precompute.sources_of(session, planned)
     shared, dispatch, stale = _shared_release(session, p.id, sources), [], False
     if shared is not None:
         job_id = shared.job_id
     else:
         ws = _workspace(session, p)
-        params = precompute._params(p, planned, {})
+        params = precompute.spec_params(p, planned, {})
         try:
             with session.begin_nested():
                 sj, job = sandbox_jobs.submit_job(session, ws=ws, kind="spec", spec=p.spec, params=params,
