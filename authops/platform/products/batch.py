@@ -40,7 +40,7 @@ from authops.core.settings import Settings, get_settings
 from authops.core.storage.store import get_object_store
 from authops.platform.governance.models import Product
 from authops.platform.governance.products import guard_call, guard_use
-from authops.platform.products import calls, serving
+from authops.platform.products import calls, serving, uploads
 from authops.platform.products.models import ProductBatch
 from authops.products.runtime import answers as rt
 from authops.products.runtime import shaping
@@ -60,14 +60,7 @@ class Gone(AuthopsError):
 
 def parse(meta: rt.AnswerMeta, data: bytes) -> tuple[list[str], list[dict[str, Any]]]:
     """(claim columns, rows {line, subject, claims}) or InvalidInput naming the first problems."""
-    if len(data) > MAX_BYTES:
-        raise InvalidInput(f"the file is {len(data)} bytes; at most {MAX_BYTES}", details={"field": "file"})
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput("the file must be UTF-8 CSV", details={"field": "file"}) from None
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(reader, [])]
+    header, reader = uploads.csv_lines(data, MAX_BYTES)
     if "subject" not in header:
         raise InvalidInput("the CSV needs a header line with a 'subject' column (and, for a verify product, "
                            "optionally one column per output holding the claimed value)", details={"field": "file"})

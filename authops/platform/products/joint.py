@@ -28,9 +28,7 @@ No function here returns labels, coefficients or the score table to a caller out
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import secrets
 import threading
@@ -56,7 +54,7 @@ from authops.core.storage.store import get_object_store
 from authops.platform.governance import consent
 from authops.platform.governance.models import Product
 from authops.platform.governance.products import guard_call, guard_use
-from authops.platform.products import calls, precompute
+from authops.platform.products import calls, precompute, uploads
 from authops.platform.products import joint_learn as learn
 from authops.platform.products.joint_models import JointModel
 from authops.platform.sandbox import jobs as sandbox_jobs
@@ -91,14 +89,7 @@ def grade_of(score: int) -> str:
 
 def parse_labels(data: bytes) -> list[tuple[str, int]]:
     """[(USCC, label)] or InvalidInput naming the lines and fields to fix (nothing is kept)."""
-    if len(data) > MAX_BYTES:
-        raise InvalidInput(f"the file is {len(data)} bytes; at most {MAX_BYTES}", details={"field": "file"})
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput("the file must be UTF-8 CSV", details={"field": "file"}) from None
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower() for h in next(reader, [])]
+    header, reader = uploads.csv_lines(data, MAX_BYTES, lower=True)
     if header != ["uscc", "label"]:
         raise InvalidInput("the CSV needs the header line 'uscc,label'", details={"field": "file"})
     rows: list[tuple[str, int]] = []
