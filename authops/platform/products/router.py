@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Header, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from authops.billing import metering
 from authops.core.errors import AuthopsError
 from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
-from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
+from authops.platform.deps import (ObjectId, RequireInHandler, SessionDep, SettingsDep, actor_of, in_transaction,
+                                   require)
 from authops.platform.products import batch, calls
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -51,9 +53,9 @@ def committing_refusals(session: Session, fn, *args, **kw):
 
 
 @router.post("/{code}/calls", response_model=CallOut, response_model_exclude_none=False)
-def call_product(code: str, body: CallIn, response: Response, session: SessionDep, settings: SettingsDep,
-                 principal: Annotated[Principal, require("product.call")],
-                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
+async def call_product(code: str, body: CallIn, request: Request, response: Response,
+                       gate: Annotated[RequireInHandler, Depends(RequireInHandler("product.call"))],
+                       idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
     """Call a registered product about one subject under your active usage agreement.
 
     Send an `Idempotency-Key` header to make retries safe: the same key with the same body returns
@@ -61,11 +63,20 @@ def call_product(code: str, body: CallIn, response: Response, session: SessionDe
     Verify products answer each output's enumerated value (or, for claimed outputs, whether the
     claim holds) and never reveal whether the subject is in the source data; score products answer
     `status: found` with the scores, or `status: not_found`."""
-    metering.defer_charges(session)  # the revenue total is charged at commit: its row lock is held briefly
-    out = committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
-                               subject=body.subject, claims=body.claims, purpose=body.purpose,
-                               idempotency_key=idempotency_key)
-    metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
+    settings = request.app.state.settings
+
+    def work(session: Session) -> dict[str, Any]:
+        # Authentication, the permission check, the call and its commit run in one worker thread
+        # (see RequireInHandler): the same checks, in the same order, as every other route.
+        principal = gate.principal(request, session, request.app.state.authorizer)
+        metering.defer_charges(session)  # the revenue total is charged at commit: its row lock is held briefly
+        out = committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
+                                   subject=body.subject, claims=body.claims, purpose=body.purpose,
+                                   idempotency_key=idempotency_key)
+        metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
+        return out
+
+    out = await run_in_threadpool(in_transaction, request, work)
     if out.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"
     return out
