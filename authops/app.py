@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import exc as sa_exc, text
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -84,6 +84,20 @@ def install_error_handlers(app: FastAPI) -> None:
         message = {404: "no such route; see /docs for the API",
                    405: "method not allowed on this route; see /docs"}.get(exc.status_code, str(exc.detail))
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+
+    async def _database_unavailable(_request: Request, exc: Exception):
+        # A lost or refused database connection (restart, failover, network): a fast, retryable 503,
+        # not a 500. The message carries no exception text (it could quote statement values).
+        log.warning("database unavailable: %s", type(exc).__name__)
+        response = _error(503, "database_unavailable",
+                          "the database is unreachable or restarting; retry in a few seconds (a product call "
+                          "retried with the same Idempotency-Key is answered and charged once)")
+        response.headers["Retry-After"] = "2"
+        return response
+
+    for db_error in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                     sa_exc.TimeoutError):
+        app.add_exception_handler(db_error, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

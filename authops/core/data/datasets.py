@@ -17,8 +17,9 @@ from authops.core.storage.store import ObjectInfo, ObjectStore
 CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
-def dataset_key(resource_code: str, schema_version: int, dataset_version: int) -> str:
-    return f"datasets/{resource_code}/v{schema_version}/{dataset_version:06d}.parquet"
+def dataset_key(resource_code: str, schema_version: int, dataset_version: int, unique: str = "") -> str:
+    """`unique` (random, per write) keeps a write that loses a race from landing on a committed object."""
+    return f"datasets/{resource_code}/v{schema_version}/{dataset_version:06d}{'-' + unique if unique else ''}.parquet"
 
 
 def to_parquet(table: pa.Table) -> bytes:

@@ -8,6 +8,7 @@ row-level report and nothing else. Either way one audit event records sizes, not
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import numpy as np
@@ -103,10 +104,15 @@ def load(session: Session, store: ObjectStore, res: DataResource, raw: pa.Table,
                          stored_units=stored_units)
     except IngestRejected as exc:
         return reject(session, res, run, exc, actor)
+    # Loads of one resource queue here until their commit (two uploads on two workers, an upload and a
+    # scheduled pull): each then reads the current data and takes the next version number in turn.
+    # NO KEY UPDATE: rows that only refer to the resource (a new upload's run) are not held up.
+    session.exec(select(DataResource).where(DataResource.id == res.id).with_for_update(key_share=True)
+                 .execution_options(populate_existing=True)).one()
     if run.mode == "upsert":
         table = _merge(_current(session, store, res, schema), table, schema.key)
     version = (session.exec(select(func.max(Dataset.version)).where(Dataset.resource_id == res.id)).one() or 0) + 1
-    key = ds_store.dataset_key(res.code, res.schema_version, version)
+    key = ds_store.dataset_key(res.code, res.schema_version, version, secrets.token_hex(6))
     info = ds_store.write_dataset(store, key, table)
     ds = Dataset(resource_id=res.id, version=version, schema_version=res.schema_version, object_key=key,
                  rows=table.num_rows, nbytes=info.size, sha256=info.sha256, quality=_quality(table), load_id=run.id)

@@ -16,6 +16,7 @@ from authops.core.crypto import aead_decrypt, aead_encrypt, derive_key
 from authops.core.data.schema import UpdateCycle
 from authops.core.db import session_scope
 from authops.core.errors import AuthopsError, InvalidInput, NotFound
+from authops.core.jobs import registry
 from authops.core.jobs import service as jobs
 from authops.core.jobs.models import Job
 from authops.core.jobs.registry import JobContext, job_handler
@@ -195,3 +196,20 @@ def schedule_due(settings: Settings) -> int:
     if ids:
         jobs.dispatch_pending(settings, job_ids=ids)
     return len(ids)
+
+
+def _on_job_end(session: Session, job_id: int, outcome: str) -> None:
+    """An upload or pull whose job failed or was cancelled ends its run as failed, in the same transaction
+    (else the department sees it 'running' forever); nothing was stored."""
+    if outcome not in ("failed", "cancelled"):
+        return
+    run = session.exec(select(IngestRun).where(IngestRun.job_id == job_id, IngestRun.state == "running")).first()
+    if run is None:
+        return
+    code = session.exec(select(Job.error_code).where(Job.id == job_id)).first()  # as just set, not as cached
+    why = code or outcome
+    ingest.fail(session, session.get(DataResource, run.resource_id), run,
+                f"the load did not complete ({why}); nothing was stored: send it again", SYSTEM)
+
+
+registry.observe(_on_job_end)

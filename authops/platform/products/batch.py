@@ -222,7 +222,8 @@ def run_batch(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
         if i % 5000 == 4999:
             ctx.progress(0.1 + 0.8 * i / len(rows), f"{i + 1} of {len(rows)} answered or refused")
     data = out.getvalue().encode("utf-8")
-    key = b.input_object_key.rsplit("/", 1)[0] + f"/result-{job.id}.csv"
+    # one key per attempt: a stale attempt resuming after another committed never overwrites its result
+    key = b.input_object_key.rsplit("/", 1)[0] + f"/result-{job.id}-{ctx.lease_token[:16]}.csv"
     store.put(key, data, content_type=CSV_TYPE)
     amount = 0
     idem = f"batch-{b.id}"
