@@ -59,12 +59,34 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = 15 * 60
     api_key_default_ttl_days: int = 365
 
+    # Rate limits (authops.platform.limits): each at most N per rate_limit_window_seconds in a sliding
+    # window; 0 turns one off. Product calls per API key (or logged-in user) and per organisation;
+    # login attempts per account name, per its organisation and per client address.
+    rate_limit_window_seconds: int = Field(60, ge=1, le=3600)
+    rate_limit_call_per_key: int = Field(6000, ge=0)
+    rate_limit_call_per_org: int = Field(30000, ge=0)
+    rate_limit_login_per_user: int = Field(10, ge=0)
+    rate_limit_login_per_org: int = Field(300, ge=0)
+    rate_limit_login_per_ip: int = Field(120, ge=0)
+    # Where the counters live: "" = a Redis when there is one (a redis:// broker URL, or the embedded
+    # broker), else each process alone; "memory" = each process alone; "redis://host:port/db" = there.
+    rate_limit_url: str = ""
+    # Request bodies: at most max_body_bytes (JSON, forms), max_upload_bytes for multipart uploads
+    # (the catalogue takes files up to 200 MiB); larger ones are refused with 413.
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(200 * 1024 * 1024 + 64 * 1024, ge=1024)
+
     job_lease_seconds: int = 60
     job_redispatch_seconds: int = 30
     job_max_attempts: int = 5
     # A job running longer is stopped (soft limit: it fails with time_limit; the hard limit,
     # a minute later, kills its process and the lease brings it back).
     job_time_limit_seconds: int = 3600
+    # Real partner-code jobs in constant time (authops.platform.sandbox.jobs): each ends exactly its
+    # time limit (x runs, + a quarter for the release gate) after the code started, whatever the data,
+    # with no stage shown meanwhile, so the run time carries nothing out; holds a worker that long.
+    # Unset: on in production mode, off in development.
+    sandbox_code_constant_time: bool | None = None
     # governance (BRIEF.md sections 1-6): review deadlines in working days, committee rules
     review_provider_working_days: int = 10
     review_expert_working_days: int = 10

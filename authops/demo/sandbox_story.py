@@ -237,7 +237,9 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
         if "leaky" in code_jobs:
             job, _ = _watch(client, eng, code_jobs["leaky"])  # let it end before the worker stops
         if "leaky" in code_jobs and problem is None:
-            good = job["state"] == "failed" and "line" in (job["error_message"] or "")
+            from authops.platform.sandbox import jobs as sandbox_jobs
+
+            good = job["state"] == "failed" and job["error_message"] == sandbox_jobs.CODE_FAILED
             say(f"     partner code raising an exception full of rows -> job {job['state']}: "
                 f"\"{job['error_message']}\" (and nothing else)", fg="green" if good else "red")
 

@@ -6,6 +6,7 @@
     outputs:                     # run() returns a DataFrame per output name
       - name: risk
         release: {policy: model, key: uscc, score: score, bounds: [0, 1]}
+    time_limit: 60               # seconds; optional (default: the jail's wall-time limit, 120)
 
 The engine cannot see through code, so every column the code returns is taken to carry every
 input field: the gate treats it accordingly (see gate.preflight).
@@ -24,6 +25,7 @@ from authops.sandbox.spec.errors import SpecError
 from authops.sandbox.spec.plan import OutputColumn, PlannedInput, PlannedOutput
 
 MAX_CODE_BYTES = 256 * 1024
+MAX_TIME_LIMIT = 1800  # seconds
 
 
 class CodeManifest(m._Model):
@@ -35,6 +37,10 @@ class CodeManifest(m._Model):
     tool: str | None = Field(default=None, min_length=1, max_length=100)
     inputs: tuple[m.InputSpec, ...] = Field(min_length=1, max_length=16)
     outputs: tuple[m.OutputSpec, ...] = Field(min_length=1, max_length=16)
+    # Seconds the code may run (the jail's wall-time limit; CPU time is capped by it too). Where the
+    # worker runs real jobs in constant time, each real run takes exactly this long whatever the
+    # data (see platform.sandbox.jobs): declare what the mock run needs, with room to spare.
+    time_limit: int | None = Field(default=None, ge=1, le=MAX_TIME_LIMIT)
 
     @model_validator(mode="after")
     def _names(self) -> CodeManifest:

@@ -8,7 +8,9 @@ Runs in the trusted worker, outside the jail, on the pre-release table of one ou
   once per cell, partition selection for unknown keys, and the minimum cell size.
 - record: every column treated by the grade and kind of the input field it is (masking.fields);
   a column computed from a personal identifier, name, phone, bank account or an L4 field is
-  refused; then k-anonymity over the quasi-identifiers.
+  refused; then k-anonymity over the quasi-identifiers; last, the re-identification risk of the
+  release is measured with anonymeter (sandbox.reid: singling-out, linkability, inference on a
+  sample with held-out rows) and the release refused (`reidentification_risk`) over a threshold.
 - model: scores only (numbers within the declared bounds, rounded); keys are tokenized, or the
   scores answer the requester's claims.
 - labels (verify and model): extra answer columns of text, each value (or, with a separator, each
@@ -23,7 +25,8 @@ looks like a resident ID number, a USCC or a mobile number that the requester di
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ import pyarrow.parquet as pq
 from authops.core.data.identifiers import valid_mask
 from authops.core.data.schema import Check, DType, FieldSpec, Grade, Kind
 from authops.core.errors import InvalidInput
+from authops.sandbox import reid
 from authops.sandbox.masking import fields as masking
 from authops.sandbox.masking import tokens
 from authops.sandbox.masking.kanon import k_anonymity
@@ -236,19 +240,19 @@ def _post(output: PlannedOutput, table: pa.Table) -> pa.Table:
 
 # --- record ------------------------------------------------------------------------------------
 
-def _record(output: PlannedOutput, table: pa.Table, fields: Mapping[tuple[str, str], FieldSpec],
-            token_key: bytes) -> Released:
-    r: m.RecordRelease = output.release
+def _record_treatments(output: PlannedOutput, table: pa.Table, fields: Mapping[tuple[str, str], FieldSpec]
+                       ) -> dict[str, tuple[str, Callable[[Any, bytes], Any]]]:
+    """Per released column: (treatment name, function of (values, token key)); refuses what none fits."""
     names = list(output.roles["columns"])
     _unaccounted(table, output, names)
-    cols, treatments = [], {}
+    out: dict[str, tuple[str, Callable[[Any, bytes], Any]]] = {}
     for name in names:
         col = output.column(name)
-        values = _column(table, output, name)
+        _column(table, output, name)
         if col.origin is not None and col.field is not None:
-            treatment, fn = masking.plan(col.field, token_key)
-            cols.append(fn(values))
-            treatments[name] = treatment
+            spec = col.field
+            out[name] = (masking.plan(spec, bytes(32))[0],  # its name (a token, with any key)
+                         lambda values, key, spec=spec: masking.plan(spec, key)[1](values))
             continue
         worst = _sensitive_source(col, fields)
         if worst is not None:
@@ -264,16 +268,72 @@ def _record(output: PlannedOutput, table: pa.Table, fields: Mapping[tuple[str, s
                 raise _refuse(output, f"column {name!r} is computed from {_field_label(ref, fields[ref])} and "
                               f"can take any value; bucket it or map it to categories (case when …) first",
                               column=name, field=f"{ref[0]}.{ref[1]}")
-        cols.append(values)
-        treatments[name] = "computed (categories)" if col.domain is not None else "computed"
-    masked = pa.table(cols, names=names)
-    suppressed = 0
+        out[name] = ("computed (categories)" if col.domain is not None else "computed", lambda values, key: values)
+    return out
+
+
+def _record_policy(output: PlannedOutput, treatments: dict[str, tuple[str, Callable[[Any, bytes], Any]]]):
+    """The record policy as a function of (rows, token key, apply k-anonymity) -> (released, rows suppressed)."""
+    r: m.RecordRelease = output.release
     qis = list(output.roles.get("quasi_identifiers", ()))
-    if qis:
-        masked, suppressed = k_anonymity(masked, qis, r.k)
+
+    def apply(table: pa.Table, key: bytes, suppress: bool = True) -> tuple[pa.Table, int]:
+        masked = pa.table([fn(table.column(name), key) for name, (_, fn) in treatments.items()],
+                          names=list(treatments))
+        if qis and suppress:
+            return k_anonymity(masked, qis, r.k)
+        return masked, 0
+
+    return apply
+
+
+class ReidentificationRisk(ReleaseRefused):
+    """A record release whose measured re-identification risk is over the gate's threshold."""
+
+    code = "reidentification_risk"
+
+
+def _record(output: PlannedOutput, table: pa.Table, fields: Mapping[tuple[str, str], FieldSpec],
+            token_key: bytes) -> Released:
+    """Mask each column by its field, k-anonymity over the quasi-identifiers, then measure the
+    re-identification risk (sandbox.reid, anonymeter) and refuse the release over a threshold."""
+    r: m.RecordRelease = output.release
+    treatments = _record_treatments(output, table, fields)
+    policy = _record_policy(output, treatments)
+    masked, suppressed = policy(table, token_key)
+    qis = list(output.roles.get("quasi_identifiers", ()))
+    attacker_key = os.urandom(32)  # the attacker's own view of a person: no token of the release matches
+    risk = reid.assess(table.select(list(treatments)), masked, lambda t: policy(t, attacker_key, False)[0],
+                       quasi_identifiers=qis, treatments={n: t for n, (t, _) in treatments.items()})
+    if not risk.get("measured") and "anonymeter" in str(risk.get("reason")):
+        raise _refuse(output, f"{risk['reason']}: a record release is measured before it leaves, so it is "
+                      "refused until anonymeter is installed (requirements.lock)")
+    bad = reid.over(risk)
+    if bad:
+        def said(n: str, v: float, low: float, t: float) -> str:
+            return f"{n.replace('_', '-')} risk {v:.2f} (at least {low:.2f}) > {t:.2f}"
+        name, value, low, limit = bad[0]
+        others = "".join(f"; {said(*b)}" for b in bad[1:])
+        raise ReidentificationRisk(
+            f"outputs[{output.name}] (record): the re-identification risk measured by anonymeter is too high: "
+            f"{said(name, value, low, limit)}{others} (measured on a sample: {risk['original_rows']} released rows "
+            f"attacked, {risk['control_rows']} held out). Declare the columns someone may know of a person as "
+            f"quasi_identifiers (k-anonymity then applies), generalize or drop columns, or use an aggregate or "
+            f"verify output",
+            details={"output": output.name, "policy": "record", "risk": name, "value": round(value, 4),
+                     "ci_low": round(low, 4), "threshold": limit,
+                     "risks": {n: risk[n]["value"] for n in reid.RISKS if n in risk}})
+    summary_risk: dict[str, Any] = {"measured": bool(risk.get("measured"))}
+    if risk.get("measured"):
+        summary_risk.update({n: risk[n]["value"] for n in reid.RISKS if n in risk})
+        summary_risk["ci_low"] = {n: risk[n]["ci_low"] for n in reid.RISKS if n in risk}
+        summary_risk.update(sample_rows=risk["original_rows"], control_rows=risk["control_rows"],
+                            thresholds=risk["thresholds"])
+    else:
+        summary_risk["reason"] = risk.get("reason")
     return Released(output.name, "record", masked,
-                    {"rows": masked.num_rows, "treatments": treatments, "k": r.k,
-                     "quasi_identifiers": qis, "suppressed_rows": suppressed})
+                    {"rows": masked.num_rows, "treatments": {n: t for n, (t, _) in treatments.items()}, "k": r.k,
+                     "quasi_identifiers": qis, "suppressed_rows": suppressed, "reidentification": summary_risk})
 
 
 # --- model -------------------------------------------------------------------------------------

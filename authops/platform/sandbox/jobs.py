@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import io
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -63,6 +64,13 @@ MAX_PARTITIONS = 16
 RESULT_TYPE = "application/vnd.apache.parquet"
 MAX_RESULT_ROWS_SHOWN = 10_000
 MOCK_CONSOLE = 16_000  # characters of a mock run's stdout and stderr kept for the partner
+GATE_SHARE = 0.25  # of a code job's time limit, allowed in constant time for the release gate and storing
+# What a partner sees when its code fails on the real data, whatever went wrong (see
+# _release_code_in_constant_time): an exception's type and line, a status or a refusal naming a
+# column would each carry bits of the data out.
+CODE_FAILED = ("partner code did not complete on the real data. Why is not shown, because an error, its "
+               "line or the run time could carry data out: run the job on the mock data (target=mock) to see "
+               "what went wrong")
 
 
 class JobFailed(AuthopsError):
@@ -122,20 +130,28 @@ class Planned:
         return problems
 
     def charges(self) -> tuple[float, float, dict[str, tuple[float, float]]]:
-        """(total ε, total δ, per resource (ε, δ)) that the aggregate outputs spend."""
-        per: dict[str, list[float]] = {}
-        eps = delta = 0.0
+        """(total ε, total δ, per resource (ε, δ)) that the aggregate outputs spend.
+
+        Summed as decimals of what the spec says, so 15 outputs of ε 0.05 need ε 0.75 exactly (a
+        float sum, 0.7500000000000001, would be charged 750,001 micro-ε by the ledger's rounding up)."""
+        from decimal import Decimal
+
+        def dec(x: float | None) -> Decimal:
+            return Decimal(str(x or 0.0))
+
+        per: dict[str, list[Decimal]] = {}
+        eps = delta = Decimal(0)
         for o in self.outputs.values():
             if o.policy != "aggregate":
                 continue
             r = o.release
-            eps += r.epsilon
-            delta += r.delta or 0.0
+            eps += dec(r.epsilon)
+            delta += dec(r.delta)
             for resource in sorted({ref[0] for ref in o.influences | {s for c in o.columns for s in c.sources}}):
-                got = per.setdefault(resource, [0.0, 0.0])
-                got[0] += r.epsilon
-                got[1] += r.delta or 0.0
-        return eps, delta, {k: (v[0], v[1]) for k, v in per.items()}
+                got = per.setdefault(resource, [Decimal(0), Decimal(0)])
+                got[0] += dec(r.epsilon)
+                got[1] += dec(r.delta)
+        return float(eps), float(delta), {k: (float(v[0]), float(v[1])) for k, v in per.items()}
 
 
 def _plan(session: Session, sj: SandboxJob) -> Planned:
@@ -430,14 +446,52 @@ def _engine_failed(name: str, exc: BaseException) -> JobFailed:
                      f"it runs on the mock data")
 
 
-def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: JobContext,
-              console: dict[str, str] | None = None) -> dict[str, Path]:
-    """Run the partner's code in the jail. `console` (mock runs only) receives its stdout and stderr."""
-    from authops.sandbox.jail import JailStatus, run_partner_code
+def jail_config(planned: Planned):
+    """The jail's limits for a code job: its manifest's time_limit, if it declares one, as the wall time."""
+    import dataclasses
 
+    from authops.sandbox.jail import JailConfig
+
+    base = JailConfig()
+    limit = getattr(getattr(planned, "manifest", None), "time_limit", None)
+    if limit is None:
+        return base
+    return dataclasses.replace(base, wall_seconds=float(limit), cpu_seconds=min(base.cpu_seconds, int(limit)))
+
+
+def _code_runs(planned: Planned) -> int:
+    """How many times a code job's code runs: twice when it reads identity fields (sandbox.invariance)."""
+    from authops.sandbox import invariance
+
+    return 2 if any(invariance.identity_fields(_input_fields(planned)).values()) else 1
+
+
+def _input_fields(planned: Planned) -> dict[str, dict[str, Any]]:
+    return {alias: {f: inp.schema.field(f) for f in inp.fields} for alias, inp in planned.inputs.items()}
+
+
+def _jail(code: str, inputs: dict[str, Path], params: dict[str, Any], config, out: Path):
+    from authops.sandbox.jail import run_partner_code
+
+    with jail_slot() as slot:  # outputs land in the private folder (tmpfs), removed with it
+        return run_partner_code(code, inputs, params, config=config, slot=slot, output_dir=out)
+
+
+def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], folder: Path, ctx: JobContext,
+              console: dict[str, str] | None = None, clock: dict[str, float] | None = None) -> dict[str, Path]:
+    """Run the partner's code in the jail. `console` (mock runs only) receives its stdout and stderr.
+
+    Code that reads identity fields runs a second time on the inputs with the subjects renamed,
+    and must return the same (sandbox.invariance); a model output's keys must be input subjects."""
+    from authops.sandbox import invariance
+    from authops.sandbox.jail import JailStatus
+
+    config = jail_config(planned)
+    params = sj.params.get("values", {})
     ctx.progress(0.2, "running partner code in the jail")
-    with jail_slot() as slot:
-        result = run_partner_code(sj.code or "", inputs, sj.params.get("values", {}), slot=slot)
+    if clock is not None:
+        clock["started"] = time.monotonic()  # the constant-time clock starts with the code
+    result = _jail(sj.code or "", inputs, params, config, folder / "out")
     if console is not None:
         console["stdout"] = result.operator_stdout.decode("utf-8", "replace")[-MOCK_CONSOLE:]
         console["stderr"] = result.operator_stderr.decode("utf-8", "replace")[-MOCK_CONSOLE:]
@@ -451,7 +505,39 @@ def _run_code(planned: Planned, sj: SandboxJob, inputs: dict[str, Path], ctx: Jo
     if missing:
         raise JobFailed(f"run() returned no output named {missing[0]!r}; the manifest lists "
                         f"{', '.join(planned.outputs)}")
-    return {n: result.outputs[n] for n in planned.outputs}
+    produced = {n: result.outputs[n] for n in planned.outputs}
+    identity = invariance.identity_fields(_input_fields(planned))
+    if any(identity.values()):
+        renaming = invariance.renaming(inputs, identity)
+        renamed = invariance.rename_inputs(inputs, identity, renaming, folder)
+        again = _jail(sj.code or "", renamed, params, config, folder / "out-renamed")
+        if again.status != JailStatus.OK or any(n not in again.outputs for n in planned.outputs):
+            raise JobFailed(f"partner code {again.status.value} when run again on the inputs with the subjects "
+                            f"renamed ({again.summary}); code may not depend on who the subjects are")
+        for name, o in planned.outputs.items():
+            differs = invariance.difference(pq.read_table(produced[name]), pq.read_table(again.outputs[name]),
+                                            renaming)
+            if differs:
+                raise gate.ReleaseRefused(
+                    f"outputs[{name}] ({o.policy}): what run() returns changes when the subjects' identifiers, "
+                    f"names, phones and bank accounts are replaced by those of other subjects ({differs}): "
+                    f"partner code may not carry who a subject is into a release. Compute scores from what "
+                    f"the subjects did, and pass keys through unchanged",
+                    details={"output": name, "policy": o.policy, "check": "invariance"})
+    keyed = [(n, o.roles["key"][0]) for n, o in planned.outputs.items() if o.policy == "model" and o.roles.get("key")]
+    if keyed:
+        columns = {a: list(c) for a, c in identity.items() if c} or {
+            alias: [f for f in inp.fields if inp.schema.field(f).dtype.value == "string"]
+            for alias, inp in planned.inputs.items()}
+        known = invariance.subjects(inputs, columns)
+        for name, key in keyed:
+            unknown = invariance.unknown_keys(pq.read_table(produced[name], columns=None), key, known)
+            if unknown:
+                raise gate.ReleaseRefused(
+                    f"outputs[{name}] (model): {unknown} key value(s) are no subject of the inputs; a model "
+                    f"output scores the subjects it read, so its keys are theirs, passed through unchanged",
+                    details={"output": name, "policy": "model", "column": key})
+    return produced
 
 
 def _partials(settings: Settings, planned: Planned, sj: SandboxJob, inputs: dict[str, Path], folder: Path,
@@ -554,12 +640,116 @@ def run_partial(session: Session, job: Job, ctx: JobContext) -> dict[str, Any]:
     return {"partition": i, "of": n, "outputs": sorted(partials)}
 
 
-def _store_release(settings: Settings, job_id: int, name: str, table: pa.Table) -> str:
-    key = f"releases/{job_id}/{name}.parquet"
+def _store_release(settings: Settings, job_id: int, name: str, table: pa.Table, attempt: str) -> str:
+    # One key per attempt: an attempt that lost its lease (a frozen or cut-off worker) and resumes after
+    # another attempt committed writes beside the committed release, never over it.
+    key = f"releases/{job_id}/{attempt}/{name}.parquet"
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     get_object_store(settings).put(key, buf.getvalue(), content_type=RESULT_TYPE)
     return key
+
+
+def constant_time(settings: Settings) -> bool:
+    """Whether real code jobs run in constant time: the setting, or by default in production mode only."""
+    from authops.core.settings import Mode
+
+    value = getattr(settings, "sandbox_code_constant_time", None)
+    return settings.mode is Mode.PRODUCTION if value is None else bool(value)
+
+
+def _pad(started: float, minimum: float, step: float) -> None:
+    """Sleep until `started + minimum`, or if that has passed, the next whole `step` after `started`."""
+    now = time.monotonic()
+    target = started + minimum
+    if now > target:
+        target = started + step * math.ceil((now - started) / step)
+    if target > now:
+        time.sleep(target - now)
+
+
+def _release_code_in_constant_time(settings: Settings, session: Session, planned: Planned, sj: SandboxJob, job: Job,
+                                   ctx: JobContext, key: bytes, claims: dict[str, Any]
+                                   ) -> tuple[list[gate.Released], dict[str, str]]:
+    """A real code job: what the partner sees of it carries nothing of the data but success or failure.
+
+    Failures of any kind (the jail's status, its exception and line, the release gate's refusals)
+    show one fixed phrase; operators find the reason in the worker log. With constant_time, the
+    job's stages are not reported once the code runs, and the job ends exactly `runs` times its
+    time limit after the code started (a run that reaches the limit is stopped at it) plus
+    GATE_SHARE of it for the release gate and storing, or if those take longer, at the next whole
+    multiple of the limit: so the run time carries nothing (at most which multiple, when the gate
+    is slow). The worker is held for that time: the price of constant time.
+    """
+    from authops.core.errors import ConfigurationError, Unavailable
+
+    padded = constant_time(settings)
+    step = jail_config(planned).wall_seconds
+    span = _code_runs(planned) * step + GATE_SHARE * step
+    clock = {"started": time.monotonic()}  # reset when the code starts
+    quiet = (lambda fraction, message: None) if padded else ctx.progress
+    try:
+        out = _produce_and_release(settings, session, planned, sj, job, ctx, key, claims, None, quiet, clock)
+    except (Conflict, Unavailable, ConfigurationError):
+        raise  # the host's trouble (busy slots, no jail), not the data's: retried or fixed by operators
+    except Exception as exc:
+        if type(exc).__name__ == "SoftTimeLimitExceeded":
+            raise
+        reason = exc.message if isinstance(exc, AuthopsError) else type(exc).__name__
+        _logger.warning("job %s: partner code failed on the real data (%s): %s", job.id,
+                        getattr(exc, "code", type(exc).__name__), reason)
+        if padded:
+            _pad(clock["started"], span, step)
+        raise JobFailed(CODE_FAILED) from None
+    if padded:
+        _pad(clock["started"], span, step)
+    return out
+
+
+def _produce_and_release(settings: Settings, session: Session, planned: Planned, sj: SandboxJob, job: Job,
+                         ctx: JobContext, key: bytes, claims: dict[str, Any], console: dict[str, str] | None,
+                         progress, clock: dict[str, float] | None = None
+                         ) -> tuple[list[gate.Released], dict[str, str]]:
+    """Decrypt, run (spec, partitions or code), release gate, store: every release's object key."""
+    mock = sj.params.get("target") == "mock"
+    pre_release: dict[str, str] = {}
+    with private_folder() as folder:
+        ctx.progress(0.05, "decrypting mock inputs" if mock else "decrypting inputs")
+        inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code", mock=mock)
+        n = int(sj.params.get("partitions") or 1)
+        if n > 1:
+            own = _partials(settings, planned, sj, inputs, folder, 0, n, ctx)
+            _store_partials(settings, job.id, own, 0, n)
+            produced = _gather_partials(settings, sj, job.id, own, n, ctx)
+        elif sj.kind == "spec":
+            produced = _run_spec(planned, inputs, sj.params.get("values", {}), folder, ctx)
+        else:
+            produced = _run_code(planned, sj, inputs, folder, ctx, console, clock)
+        if mock:  # synthetic rows: what the gate is given may be shown, to debug the job
+            for name, data in produced.items():
+                if isinstance(data, list):
+                    continue
+                table = (data if isinstance(data, pa.Table) else
+                         data.limit(MAX_RESULT_ROWS_SHOWN).collect().to_arrow() if hasattr(data, "collect")
+                         else pq.read_table(data))
+                pre_release[name] = _store_release(settings, job.id, f"{name}.pre-release",
+                                                   table.slice(0, MAX_RESULT_ROWS_SHOWN), ctx.lease_token[:16])
+        progress(0.75, "release gate")
+        released: list[gate.Released] = []
+        import polars as pl
+
+        for name, o in planned.outputs.items():
+            try:
+                released.append(gate.release(o, produced[name], token_key=key, fields=planned.fields,
+                                             claims=claims.get(name), code=sj.kind == "code"))
+            except pl.exceptions.PolarsError as exc:  # the lazy plan runs inside the gate's bounding
+                raise _engine_failed(name, exc) from None
+    progress(0.9, "storing releases")
+    keys = {r.output: _store_release(settings, job.id, r.output, r.table, ctx.lease_token[:16]) for r in released}
+    for r in released:
+        if mock:
+            r.summary = {**r.summary, "mock": True, "pre_release_key": pre_release.get(r.output)}
+    return released, keys
 
 
 @job_handler(KIND)
@@ -579,43 +769,11 @@ def run_sandbox_job(session: Session, job: Job, ctx: JobContext) -> dict[str, An
     # Everything slow happens before this job's transaction writes (SQLite: heartbeats must get through).
     mock = sj.params.get("target") == "mock"
     console: dict[str, str] | None = {} if mock else None
-    pre_release: dict[str, str] = {}
-    with private_folder() as folder:
-        ctx.progress(0.05, "decrypting mock inputs" if mock else "decrypting inputs")
-        inputs = _decrypt_inputs(session, settings, planned, folder, project=sj.kind == "code", mock=mock)
-        n = int(sj.params.get("partitions") or 1)
-        if n > 1:
-            own = _partials(settings, planned, sj, inputs, folder, 0, n, ctx)
-            _store_partials(settings, job.id, own, 0, n)
-            produced = _gather_partials(settings, sj, job.id, own, n, ctx)
-        elif sj.kind == "spec":
-            produced = _run_spec(planned, inputs, sj.params.get("values", {}), folder, ctx)
-        else:
-            produced = _run_code(planned, sj, inputs, ctx, console)
-        if mock:  # synthetic rows: what the gate is given may be shown, to debug the job
-            for name, data in produced.items():
-                if isinstance(data, list):
-                    continue
-                table = (data if isinstance(data, pa.Table) else
-                         data.limit(MAX_RESULT_ROWS_SHOWN).collect().to_arrow() if hasattr(data, "collect")
-                         else pq.read_table(data))
-                pre_release[name] = _store_release(settings, job.id, f"{name}.pre-release",
-                                                   table.slice(0, MAX_RESULT_ROWS_SHOWN))
-        ctx.progress(0.75, "release gate")
-        released: list[gate.Released] = []
-        import polars as pl
-
-        for name, o in planned.outputs.items():
-            try:
-                released.append(gate.release(o, produced[name], token_key=key, fields=planned.fields,
-                                             claims=claims.get(name), code=sj.kind == "code"))
-            except pl.exceptions.PolarsError as exc:  # the lazy plan runs inside the gate's bounding
-                raise _engine_failed(name, exc) from None
-    ctx.progress(0.9, "storing releases")
-    keys = {r.output: _store_release(settings, job.id, r.output, r.table) for r in released}
-    for r in released:
-        if mock:
-            r.summary = {**r.summary, "mock": True, "pre_release_key": pre_release.get(r.output)}
+    if sj.kind == "code" and not mock:
+        released, keys = _release_code_in_constant_time(settings, session, planned, sj, job, ctx, key, claims)
+    else:
+        released, keys = _produce_and_release(settings, session, planned, sj, job, ctx, key, claims, console,
+                                              ctx.progress)
     # --- one transaction from here: releases, budget, audit and the job's success commit together
     actor = audit_log.Actor(kind="system", name=f"job {job.id}", org_id=sj.org_id)
     spent: dict[str, tuple[float, float]] = {}
