@@ -3,6 +3,8 @@
 `bar_chart([(label, value), ...], title)` draws one bar per item, labelled with its value, scaled to
 the largest value (or to `max_value`, e.g. 100 for percentages). The SVG has role="img", an
 aria-label and a <title> naming what it shows, and every bar carries its figure as text.
+`targets` (one number or None per item) adds a dashed mark at each item's target (a deadline, a
+limit) and writes it after the figure ("3 / 10"); a bar past its target is drawn in the warning colour.
 """
 
 from __future__ import annotations
@@ -26,17 +28,26 @@ def _short(name: str) -> str:
 
 
 def bar_chart(items: Sequence[tuple[str, float]], title: str, *, max_value: float | None = None,
-              suffix: str = "") -> Markup:
-    top = max_value or max((v for _, v in items), default=0) or 1
+              suffix: str = "", targets: Sequence[float | None] | None = None) -> Markup:
+    marks = list(targets or [None] * len(items))
+    top = max_value or max([v for _, v in items] + [t for t in marks if t is not None], default=0) or 1
     height = ROW * max(len(items), 1) + 12
     rows = []
     for i, (name, value) in enumerate(items):
         y = 6 + i * ROW
         w = max(0.0, min(1.0, value / top)) * BAR_AREA
+        target = marks[i] if i < len(marks) else None
+        over = target is not None and value > target
+        figure = label(value) + suffix + (f" / {label(target)}{suffix}" if target is not None else "")
         rows.append(
             f'<text x="{LABEL_W - 6}" y="{y + 14}" text-anchor="end">{escape(_short(name))}</text>'
-            f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{ROW - 8}" fill="#1f5fa8"></rect>'
-            f'<text x="{LABEL_W + w + 6:.1f}" y="{y + 14}">{escape(label(value))}{escape(suffix)}</text>')
+            f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{ROW - 8}" '
+            f'fill="{"#8a1c1c" if over else "#1f5fa8"}"></rect>'
+            f'<text x="{LABEL_W + w + 6:.1f}" y="{y + 14}">{escape(figure)}</text>')
+        if target is not None:
+            x = LABEL_W + max(0.0, min(1.0, target / top)) * BAR_AREA
+            rows.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y - 2}" y2="{y + ROW - 6}" stroke="#1a1a1a" '
+                        f'stroke-width="2" stroke-dasharray="3 2"></line>')
     if not items:
         rows.append(f'<text x="{LABEL_W}" y="20">—</text>')
     return Markup(

@@ -21,11 +21,13 @@ from fastapi.templating import Jinja2Templates
 from authops.console import charts, security
 from authops.console.auth import LoginNeeded, Viewer
 from authops.console.i18n import LANG_COOKIE, lang_of, words
+from authops.core.clock import show
 from authops.core.errors import AuthopsError, Forbidden
 from authops.policies import permissions
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 TEMPLATES.env.globals["bar_chart"] = charts.bar_chart
+TEMPLATES.env.globals["show"] = show  # a stored UTC time as Asia/Shanghai, minute precision
 TEMPLATES.env.filters["yuan"] = lambda fen: f"{(fen or 0) / 100:,.2f}"
 TEMPLATES.env.globals["role_label"] = lambda name, lang: (
     getattr(permissions.ROLES[name], lang) if name in permissions.ROLES else name)
@@ -38,6 +40,18 @@ NAV = (
     ("nav_jobs", "/console/jobs", "job.read"),
     ("nav_anomalies", "/console/anomalies", "incident.read"),
     ("nav_audit", "/console/audit", "audit.read"),
+    ("nav_operators", "/console/operators", "authorization.manage"),
+    ("nav_price_caps", "/console/price-caps", "price.cap.set"),
+    ("nav_budgets", "/console/budgets", "budget.manage"),
+    ("nav_assessments", "/console/assessments", "assessment.manage"),
+    ("nav_review_stats", "/console/review-stats", "review.final"),
+    ("nav_products", "/console/products", "product.submit"),
+    ("nav_marketplace", "/console/marketplace", "product.call"),
+    ("nav_batches", "/console/batches", "product.call"),
+    ("nav_consents", "/console/consents", "consent.submit"),
+    ("nav_settlement", "/console/settlement", "settlement.manage"),
+    ("nav_audit_reports", "/console/audit-reports", "audit.verify"),
+    ("nav_api_keys", "/console/api-keys", "apikey.manage"),
     ("nav_disclosure", "/console/disclosure", None),
 )
 
@@ -102,7 +116,7 @@ class ConsoleRoute(APIRoute):
             except CsrfFailed:
                 return error_page(request, 403, "csrf")
             except AuthopsError as exc:
-                key = {403: "forbidden", 404: "not_found"}.get(exc.status_code, "invalid")
+                key = {403: "forbidden", 404: "not_found", 422: "invalid"}.get(exc.status_code, "refused")
                 detail = "" if exc.status_code in (403, 404) else exc.message
                 return error_page(request, exc.status_code, key, detail)
             except RequestValidationError as exc:

@@ -1,7 +1,8 @@
 """The console's routes (/console/...): server-rendered pages over the platform's own services.
 
 `public_router`: the login form, the vendored static files and the public disclosure page (no login).
-`router`: every other page, each behind `page(action)` (the API's permission for the same data), so a
+`router`: every other page, each behind `page(action)`; the area pages live in authops.console.pages_*
+(imported here, so their routes come first on the shared router of authops.console.routing) (the API's permission for the same data), so a
 user sees here exactly what the API would show them: another organisation's object is 404, a page
 needing an action the user lacks is 403. Every POST carries the CSRF token (ConsoleRoute checks it)
 and answers with a redirect (post/redirect/get). Pages never show raw data: they render what the
@@ -13,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, UploadFile
+from fastapi import BackgroundTasks, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
 from sqlmodel import select
 
 from authops.audit import log as audit_log
@@ -24,10 +24,13 @@ from authops.audit.anomaly import service as anomaly
 from authops.audit.anomaly.models import AnomalyRule
 from authops.billing import render as billing_render
 from authops.billing import statements
-from authops.console import homes, security
+from authops.console import homes, pages_audit, pages_bureau, pages_customer, pages_operator, pages_partner, security
 from authops.console.auth import Viewer, page
+from authops.console.forms import PREFIX
+from authops.console.forms import validated as _validated
 from authops.console.i18n import LANG_COOKIE, LANGS, lang_of
-from authops.console.rendering import ConsoleRoute, render
+from authops.console.rendering import render
+from authops.console.routing import public_router, router
 from authops.core.clock import show, to_shanghai, utcnow
 from authops.core.errors import Forbidden, InvalidInput, NotFound
 from authops.core.jobs.models import Job
@@ -44,23 +47,13 @@ from authops.platform.catalog import service as catalog
 from authops.platform.catalog.models import IngestRun
 from authops.platform.supervision import schemas as supervision_schemas
 
-PREFIX = "/console"
-public_router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, tags=["console"], include_in_schema=False)
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, tags=["console"], include_in_schema=False)
+# The area pages (imported above) registered their routes on `router` first: their fixed paths
+# (/scenarios/new) match before /scenarios/{case_id}.
+AREAS = (pages_bureau, pages_partner, pages_customer, pages_operator, pages_audit)
 
 STATIC = Path(__file__).with_name("static")
 STATIC_FILES = {"htmx.min.js": "text/javascript", "console.css": "text/css"}
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def _validated(model, **values):
-    """The API's own request model checks the form (same limits); the first problem names its field."""
-    try:
-        return model(**values)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        field = ".".join(str(p) for p in e.get("loc", ()))
-        raise InvalidInput(f"{field}: {e.get('msg', '')}", details={"field": field}) from None
 
 
 def _safe_next(target: str | None) -> str:
@@ -143,9 +136,9 @@ def logout(request: Request, session: SessionDep, viewer: Annotated[Viewer, page
 # --- home ----------------------------------------------------------------------------------------
 
 @router.get("/")
-def home(request: Request, session: SessionDep, viewer: Annotated[Viewer, page("todo.read")]):
+def home(request: Request, session: SessionDep, settings: SettingsDep, viewer: Annotated[Viewer, page("todo.read")]):
     """The role's home: its to-do list first, then what its work needs."""
-    return render(request, "home.html", {"h": homes.home(session, viewer)}, viewer=viewer)
+    return render(request, "home.html", {"h": homes.home(session, viewer, settings)}, viewer=viewer)
 
 
 # --- scenario applications and their three-level review ----------------------------------------
@@ -168,6 +161,8 @@ def scenario_detail(case_id: ObjectId, request: Request, session: SessionDep,
     case = _scenario(session, viewer, case_id)
     return render(request, "scenario.html", {
         "c": scenarios.view(session, case), "may_review": homes.may_review(viewer, case),
+        "may_submit": viewer.may("scenario.submit") and case.applicant_org_id == viewer.principal.org_id
+        and case.state in ("draft", "returned"),
         "applicant": agreements.org_name(session, case.applicant_org_id), "done": request.query_params.get("done")},
         viewer=viewer)
 

@@ -3,8 +3,8 @@
 The session cookie holds the login token of `identity_service.login` (so logout, expiry, blocks and
 role changes act on the console exactly as on the API). It is HttpOnly, SameSite=Lax, scoped to
 /console, and Secure when the request came over TLS: the request's own scheme, or
-`X-Forwarded-Proto: https` sent by a proxy whose address is listed in AUTHOPS_TRUSTED_PROXIES
-(comma-separated; a header from anyone else is ignored).
+`X-Forwarded-Proto: https` sent by a proxy whose address is listed in the trusted_proxies setting
+(AUTHOPS_TRUSTED_PROXIES, comma-separated; a header from anyone else is ignored).
 
 CSRF: every POST form carries `csrf`, the HMAC (under the platform's secret key) of the session token,
 or before login of a random pre-login cookie. An attacker's page can neither read the cookie nor
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 
 from fastapi import Request, Response
@@ -25,11 +24,10 @@ from authops.core.settings import Settings
 SESSION_COOKIE = "authops_console"
 PRELOGIN_COOKIE = "authops_console_pre"
 COOKIE_PATH = "/console"
-TRUSTED_PROXIES_ENV = "AUTHOPS_TRUSTED_PROXIES"
 
 
-def trusted_proxies() -> set[str]:
-    return {p.strip() for p in os.environ.get(TRUSTED_PROXIES_ENV, "").split(",") if p.strip()}
+def trusted_proxies(settings: Settings) -> set[str]:
+    return {p.strip() for p in settings.trusted_proxies.split(",") if p.strip()}
 
 
 def is_secure(request: Request) -> bool:
@@ -38,7 +36,7 @@ def is_secure(request: Request) -> bool:
         return True
     peer = request.client.host if request.client else None
     forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return forwarded == "https" and peer in trusted_proxies()
+    return forwarded == "https" and peer in trusted_proxies(request.app.state.settings)
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, *, max_age: int | None = None,

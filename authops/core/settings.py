@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     # Where requests come from, for the audit log and anomaly rules: "name=cidr,cidr;name=cidr".
     regions: str = "local=127.0.0.0/8,::1/128;intranet=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
     region_default: str = "external"
+    # Proxies (addresses, comma-separated) whose X-Forwarded-Proto the console believes: behind them a
+    # session cookie is marked Secure when the browser's side of the proxy was HTTPS.
+    trusted_proxies: str = ""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -6,7 +6,8 @@ or docs/screenshots/ with `make screenshots` (linked from the README);
 a department loads data by its Excel template and watches the load finish, a partner sees its
 scenario's review state, the provider department, three experts and the bureau
 decide it in the browser, the partner watches a job's progress move without reloading, a customer
-accepts its usage agreement, sees its usage and downloads its statement, and the bureau confirms an anomaly case.
+accepts its usage agreement, sees its usage, downloads its statement and watches a batch delivery's
+progress, and the bureau confirms an anomaly case and sees the decision on its review statistics.
 
 Without /usr/bin/chromium (or the playwright package) these tests skip with the reason; with
 AUTHOPS_REQUIRE_SERVICES=1 (as in CI) they fail instead.
@@ -26,6 +27,7 @@ import uvicorn
 
 from authops.app import create_app
 from authops.core.jobs import service as job_service
+from authops.platform.products.models import ProductBatch
 from tests.console.conftest import with_console
 from tests.console.world import HOME_TITLE, build_world, filled_template
 from tests.support.builders import PASSWORD
@@ -241,6 +243,15 @@ def test_the_main_story_through_the_console(server, browser, story, session, db_
     with page.expect_download() as download:
         page.click("#download-pdf")
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF")
+    # Its batch delivery's progress moves on the open page too.
+    page.click("nav.main >> text=批量交付")
+    batch = page.locator(f"#batch-{story.batch_id} .state")
+    expect(batch).to_contain_text("排队中")
+    job_id = session.get(ProductBatch, story.batch_id).job_id
+    token = job_service.claim(session, job_id, "browser-test-worker")
+    job_service.heartbeat(session, job_id, token, progress=0.5)
+    session.commit()
+    expect(batch).to_contain_text("50%", timeout=WAIT_MS)
 
     # The bureau confirms the anomaly case.
     _login(page, server, story.users["bureau_reviewer"].username)
@@ -251,6 +262,9 @@ def test_the_main_story_through_the_console(server, browser, story, session, db_
     case.locator("button", has_text="确认异常").click()
     expect(page.locator(f"#case-{story.anomaly_case_id}")).to_have_count(0)
     expect(page.locator("main table")).to_contain_text("确认为批量试探")
+    # The application it approved counts on this week's bar of the review statistics.
+    page.click("nav.main >> text=审核统计")
+    assert "1" in page.locator("svg[aria-label='每周办结的场景申请'] text").all_text_contents()
 
 
 def test_screenshots_are_skipped_not_faked_without_chromium(monkeypatch):

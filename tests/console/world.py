@@ -4,7 +4,12 @@ agreements with metered calls, an open anomaly case and a running job.
 
 Everything is made through the platform's own services (the same builders the API tests use), so the
 console is looked at over real data. `secrets()` lists what no page may show to the home side: the away
-side's private objects (scenario titles, agreement numbers) and the raw values of the loaded data.
+side's private objects (scenario titles, agreement numbers, an API key's name, a consent's purpose, a
+batch's file name, a product draft) and the raw values of the loaded data.
+
+The users' passwords are hashed once per test run (argon2 with the platform's parameters; hashing
+twenty users per world took most of its build time). The console's tests do not test password
+hashing: tests/platform/identity does.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from __future__ import annotations
 import io
 import re
 import secrets as rnd
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cache
 
 import openpyxl
 from fastapi.testclient import TestClient
@@ -21,12 +29,16 @@ from sqlmodel import Session, select
 from authops.audit.anomaly import rules as anomaly_rules
 from authops.audit.anomaly import service as anomaly
 from authops.billing import metering
+from authops.core.clock import utcnow
 from authops.core.identity import OrgKind
 from authops.core.jobs import service as job_service
 from authops.platform.catalog.models import DataResource, Dataset
 from authops.platform.governance import scenarios
-from authops.platform.governance.models import Case
-from authops.platform.identity.models import Organisation, User
+from authops.platform.governance.models import Case, Consent, Product
+from authops.platform.identity import service as identity_service
+from authops.platform.identity.models import ApiKey, Organisation, User
+from authops.platform.products import batch as product_batch
+from authops.platform.products.models import ProductBatch
 from tests.billing.world import BillingWorld, build
 from tests.platform.governance.matrix_products import lab, registered_product, usage_agreement
 from tests.platform.governance.matrix_scenarios import actor, partner_agreement, scenario_payload
@@ -35,6 +47,9 @@ from tests.support.catalog import IDS, NAMES, PHONES, make_resource
 
 HOME_TITLE = "中小企业信用评估场景"
 AWAY_TITLE = "乙方保密场景申请"
+# The away side's objects that only their own organisation sees (no role of the home side, the bureau included).
+AWAY_PRIVATE = {"key": "乙方保密集成密钥", "purpose": "乙方保密核验用途", "batch": "away-private-subjects.csv",
+                "product": "乙方保密草稿产品"}
 
 
 @dataclass
@@ -50,12 +65,16 @@ class ConsoleWorld:
     experts: list[User] = field(default_factory=list)
     pending_agreement_id: int = 0  # a usage agreement waiting for the customer's acceptance
     loaded_rows: int = 0  # rows of the home department's resource (its raw values are in secrets())
+    batch_id: int = 0  # the home customer's batch delivery (queued, its job not run)
+    consent_id: int = 0  # a consent the home customer holds
+    away_ids: dict[str, int] = field(default_factory=dict)  # the away side's private objects by kind
+    lab: dict = field(default_factory=dict)  # the home partner's workspace ("ws") over the resource ("code")
 
     def secrets(self, role: str, *, cross_org: bool) -> list[str]:
         """Strings no page may show this home-side role: every raw value of the loaded data; unless the
         role supervises across organisations (the bureau), the away partner's scenario and, unless its
         organisation is also their party (the operator), the away customer's agreements."""
-        out = [*IDS, *NAMES, *PHONES]
+        out = [*IDS, *NAMES, *PHONES, *AWAY_PRIVATE.values()]
         if cross_org:
             return out
         out += [AWAY_TITLE, self.away_scenario.number]
@@ -81,7 +100,76 @@ def _charge(session: Session, w: BillingWorld, customer: Organisation, calls: in
                        price_fen=int(a.terms["pricing"]["price_fen"]))
 
 
+@cache
+def _password_hash(password: str) -> str:
+    return identity_service._hasher.hash(password)
+
+
+class _OneHash:
+    """Stands in for the platform's hasher while the world's users are made: the one hash of PASSWORD."""
+
+    def hash(self, password: str) -> str:
+        return _password_hash(password)
+
+
+@contextmanager
+def _hashed_once():
+    real = identity_service._hasher
+    _password_hash(PASSWORD)
+    identity_service._hasher = _OneHash()
+    try:
+        yield
+    finally:
+        identity_service._hasher = real
+
+
 def build_world(session: Session, settings) -> ConsoleWorld:
+    with _hashed_once():
+        return _build(session, settings)
+
+
+def _consent(session: Session, product_id: int, customer_org_id: int, purpose: str) -> Consent:
+    """A consent row as the customer holds it (its signing is tested in tests/platform/governance)."""
+    now = utcnow()
+    c = Consent(subject_key=rnd.token_hex(32), product_id=product_id, customer_org_id=customer_org_id,
+                purpose=purpose, scope=["has_paid"], valid_from=now - timedelta(days=1),
+                valid_until=now + timedelta(days=365), method="ed25519", signed_text="{}", signature="sig")
+    session.add(c)
+    session.flush()
+    return c
+
+
+def _batch(session: Session, product_id: int, customer_org_id: int, filename: str) -> ProductBatch:
+    """A queued batch delivery with its job (the job is not run: tests move its progress)."""
+    b = ProductBatch(product_id=product_id, customer_org_id=customer_org_id, filename=filename, subjects=3,
+                     input_object_key=f"products/batches/test/{rnd.token_hex(4)}/input.csv", created_by="test")
+    session.add(b)
+    session.flush()
+    b.job_id = job_service.create_job(session, kind=product_batch.KIND, params={"batch_id": b.id},
+                                      org_id=customer_org_id).id
+    session.add(b)
+    session.flush()
+    return b
+
+
+def _away_objects(session: Session, w: ConsoleWorld) -> None:
+    customer2, paid = w.orgs["customer2"], w.billing.products["paid"]
+    key = ApiKey(org_id=customer2.id, created_by=w.away_users["customer2"].id, name=AWAY_PRIVATE["key"],
+                 prefix=rnd.token_hex(6), secret_hash=rnd.token_hex(32), scopes=["product.call"],
+                 expires_at=utcnow() + timedelta(days=90))
+    session.add(key)
+    session.flush()
+    w.away_ids["key"] = key.id
+    w.away_ids["consent"] = _consent(session, paid.id, customer2.id, AWAY_PRIVATE["purpose"]).id
+    w.away_ids["batch"] = _batch(session, paid.id, customer2.id, AWAY_PRIVATE["batch"]).id
+    p = Product(code=f"away_draft_{rnd.token_hex(3)}", partner_org_id=w.orgs["partner2"].id, name_zh=AWAY_PRIVATE["product"],
+                operator_org_id=w.orgs["operator"].id, state="draft")
+    session.add(p)
+    session.flush()
+    w.away_ids["product"] = p.id
+
+
+def _build(session: Session, settings) -> ConsoleWorld:
     b = build(session, operating_days=400, price_fen=100)
     orgs = {"bureau": b.bureau, "drc": b.drc, "operator": b.operator, "partner": b.partner, "customer": b.customer,
             "customer2": b.customer2, "provider": b.providers[0], "provider2": b.providers[1],
@@ -97,7 +185,8 @@ def build_world(session: Session, settings) -> ConsoleWorld:
         w.away_users[side] = make_user(session, orgs[side], username=f"c-away-{side}")
 
     # The home department's resource holds real (synthetic) rows: names, ID numbers, phones.
-    code = lab(session, settings, b.partner, orgs["provider"])["code"]
+    w.lab = lab(session, settings, b.partner, orgs["provider"])
+    code = w.lab["code"]
     resource = session.exec(select(DataResource).where(DataResource.code == code)).one()
     w.loaded_rows = session.get(Dataset, resource.dataset_id).rows
     away_code = make_resource(session, orgs["provider2"]).code
@@ -123,6 +212,9 @@ def build_world(session: Session, settings) -> ConsoleWorld:
                                           subject_id=str(w.users["customer_integrator"].id),
                                           org_id=b.customer.id, evidence={"refusals": 31}).id
     w.job_id = job_service.create_job(session, kind="system.echo", params={}, org_id=b.partner.id).id
+    w.consent_id = _consent(session, b.products["paid"].id, b.customer.id, "贷前核验").id
+    w.batch_id = _batch(session, b.products["paid"].id, b.customer.id, "subjects.csv").id
+    _away_objects(session, w)
     session.commit()
     return w
 
