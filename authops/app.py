@@ -25,6 +25,7 @@ from authops.platform.catalog.router import router as catalog_router
 from authops.platform.sandbox.router import router as sandbox_router
 from authops.platform.governance.router import public_router as governance_public_router
 from authops.platform.governance.router import router as governance_router
+from authops.platform import limits
 from authops.console import router as console_router
 from authops.platform.products import pages as product_pages
 from authops.platform.products.router import router as products_router
@@ -80,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
         message = {404: "no such route; see /docs for the API",
                    405: "method not allowed on this route; see /docs"}.get(exc.status_code, str(exc.detail))
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), message)
@@ -99,12 +100,67 @@ def install_error_handlers(app: FastAPI) -> None:
                      sa_exc.TimeoutError):
         app.add_exception_handler(db_error, _database_unavailable)
 
+    @app.exception_handler(sa_exc.DataError)
+    async def _data_error(_request: Request, exc: sa_exc.DataError):
+        # The database refused a value no bound of the route caught (a NUL character in text, a number
+        # beyond its column): the client's input. No value is echoed.
+        log.warning("database refused a request value (%s)", type(exc.orig).__name__)
+        return _error(422, "invalid_input", "a value cannot be stored: text may not contain NUL characters "
+                      "and numbers must fit their field (ids: at most 2147483647)")
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):
         log.exception("unhandled error")
         # No exception text: it could carry data values.
         return _error(500, "internal_error", "internal error; the operator has been notified "
                       "(quote the time of the request)")
+
+
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"], "title": "Error",
+    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string", "description": "stable, e.g. not_found, forbidden, invalid_input, rate_limited"},
+        "message": {"type": "string", "description": "what to fix, naming the field, row or rule"},
+        "details": {"description": "structured details, e.g. the invalid fields"}}}}}
+# Routes that answer files say which in a `format` query parameter, or in the path's extension.
+FILE_TYPES = {"json": "application/json", "csv": "text/csv", "pdf": "application/pdf", "html": "text/html",
+              "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+def document_responses(app: FastAPI) -> None:
+    """Make app.openapi() say what the API answers: every error in the one format above (a `default`
+    response; FastAPI's own 422 schema is not what install_error_handlers sends), and the media types
+    of the routes that answer files."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        doc = build()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        if "Error" in schemas:
+            return doc
+        schemas["Error"] = ERROR_SCHEMA
+        error = {"description": "Error: `error.code` says which, `error.message` what to fix",
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for path, item in doc["paths"].items():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                responses["default"] = error
+                if "422" in responses:
+                    responses["422"] = {**error, "description": "Invalid input: `error.details` lists the fields"}
+                formats = [p for p in operation.get("parameters", []) if p["name"] == "format" and p["in"] == "query"]
+                names = formats[0]["schema"].get("enum", []) if formats else [path.rsplit(".", 1)[-1]]
+                types = [FILE_TYPES[n] for n in names if n in FILE_TYPES and n != "json"]
+                ok = next((responses[c] for c in ("200", "201") if c in responses), None)
+                if types and ok is not None:
+                    content = ok.setdefault("content", {})
+                    if not formats:  # the extension is the only answer
+                        content.pop("application/json", None)
+                    content.update({t: {"schema": {"type": "string", "format": "binary"}} for t in types})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def check_broker(settings: Settings) -> None:
@@ -167,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.authorizer = None  # built at startup, once the schema is known to exist
     install_error_handlers(app)
+    limits.install(app, settings)  # 429 with Retry-After; 413 over max_body_bytes / max_upload_bytes
 
     @app.get("/healthz", tags=["operations"])
     def healthz():
@@ -198,6 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(console_router.public_router)  # /console/login, static files, disclosure, language
     app.include_router(console_router.router)  # the web console (cookie session, the same permissions)
     product_pages.extend_openapi(app)
+    document_responses(app)
     return app
 
 

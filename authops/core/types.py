@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
+from typing import Annotated
 
+from pydantic import PlainSerializer, WithJsonSchema
 from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field
 
@@ -23,3 +25,16 @@ def timestamp_field(nullable: bool = False):
     if nullable:
         return Field(default=None, sa_column=Column(DateTime(), nullable=True))
     return created_at_field()
+
+
+def utc_iso(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z: stored times are naive UTC; an aware one is converted."""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+# A response field holding a stored (naive UTC) time: its JSON says UTC ("...Z"), as format
+# date-time (RFC 3339) requires; without the Z a client reads local (Beijing) time.
+UtcDateTime = Annotated[datetime, PlainSerializer(utc_iso, return_type=str, when_used="json"),
+                        WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization")]

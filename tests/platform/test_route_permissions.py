@@ -380,6 +380,30 @@ def test_every_route_has_a_case():
     assert not uncovered, f"add these routes to CASES: {uncovered}"
 
 
+# List routes (no object in the path) may show another organisation's rows only to a role holding the
+# action named here; otherwise a listed row whose owner ("org_id") is an organisation of the other side
+# of the world is a leak (broken object-level authorization on a collection). Rows may name other
+# organisations as counterparties (an agreement's parties, a loan's bank): only the owner counts.
+LISTS_ACROSS_ORGS: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/catalog/resources"): "catalog.read",  # the city's catalogue: every department's resources
+    ("GET", "/api/v1/audit/events"): "audit.read_all",  # audit.read alone: own organisation's events
+    ("GET", "/api/v1/auditwork/findings"): "audit.read_all",
+    ("GET", "/api/v1/supervision/cases"): "incident.read",  # supervision watches every organisation
+    ("GET", "/api/v1/supervision/blocks"): "incident.read",
+    ("GET", "/api/v1/supervision/incidents"): "incident.read",
+}
+
+
+def _foreign_owners(response, foreign: set[int]) -> set[int]:
+    """Owners ("org_id") from the other side of the world of the rows a JSON list response shows."""
+    if "json" not in response.headers.get("content-type", ""):
+        return set()
+    body = response.json()
+    rows = body if isinstance(body, list) else (
+        [row for value in body.values() if isinstance(value, list) for row in value] if isinstance(body, dict) else [])
+    return {row["org_id"] for row in rows if isinstance(row, dict) and row.get("org_id") in foreign}
+
+
 def _call(client, method, path, params, body, headers, query=None, files=None):
     if files:
         return client.request(method, path.format(**params), files=files, headers=headers, params=query)
@@ -391,9 +415,11 @@ def test_route_by_role_matrix(client, session, db_settings):
     _sandbox.clear()
     world = build_world(session)
     tokens = {role: login(client, user.username) for role, user in world.actor.items()}
-    routes = sorted(_protected_routes(), key=lambda r: CASES[(r[0], r[1])].last)
+    # Lists after the routes with objects in their path: by then both sides own objects of every kind.
+    routes = sorted(_protected_routes(), key=lambda r: (CASES[(r[0], r[1])].last, r[0] == "GET" and "{" not in r[1]))
     failures: list[str] = []
-    checked = {"allowed": 0, "refused": 0, "foreign": 0}
+    checked = {"allowed": 0, "refused": 0, "foreign": 0, "lists": 0}
+    away = {o.id for o in world.away.values()}
     for method, path, action in routes:
         case = CASES[(method, path)]
         allowed_roles = [r for r in permissions.ROLES.values() if action in r.actions]
@@ -408,6 +434,12 @@ def test_route_by_role_matrix(client, session, db_settings):
                 checked["allowed"] += 1
                 if r.status_code >= 400:
                     failures.append(f"{role.name} {method} {path}: expected success, got {r.status_code} {r.text[:200]}")
+                elif method == "GET" and "{" not in path:
+                    checked["lists"] += 1
+                    leaked = _foreign_owners(r, away)
+                    if leaked and LISTS_ACROSS_ORGS.get((method, path)) not in role.actions:
+                        failures.append(f"{role.name} {method} {path}: lists objects of other organisations "
+                                        f"(org ids {sorted(leaked)})")
                 continue
             checked["refused"] += 1
             if r.status_code != 403:

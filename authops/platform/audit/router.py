@@ -14,14 +14,19 @@ from authops.audit import log as audit_log
 from authops.audit.signing import load_signing_keys
 from authops.core.clock import as_utc
 from authops.core.identity import Principal
+from authops.core.types import UtcDateTime
 from authops.platform.deps import AuthorizerDep, SessionDep, SettingsDep, actor_of, require
+
+# Query bounds: ids are 32-bit, the log's sequence numbers 64-bit; larger numbers are refused (422).
+MAX_ID = 2_147_483_647
+MAX_SEQ = 2**63 - 1
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 
 class EventOut(BaseModel):
     seq: int
-    ts: datetime
+    ts: UtcDateTime
     actor_kind: str
     actor_id: int | None
     actor_name: str
@@ -43,13 +48,13 @@ class CheckpointOut(BaseModel):
     tree_size: int
     root_hash: str
     key_id: str
-    created_at: datetime
+    created_at: UtcDateTime
     statement: str
     signature: str
 
 
-def _filter(org_id: int | None = None, actor_kind: str | None = Query(None, max_length=16),
-            actor_id: int | None = None, action: str | None = Query(None, max_length=64),
+def _filter(org_id: int | None = Query(None, ge=1, le=MAX_ID), actor_kind: str | None = Query(None, max_length=16),
+            actor_id: int | None = Query(None, ge=1, le=MAX_ID), action: str | None = Query(None, max_length=64),
             object_type: str | None = Query(None, max_length=64),
             object_id: str | None = Query(None, max_length=128),
             outcome: str | None = Query(None, max_length=16), since: datetime | None = None,
@@ -72,7 +77,7 @@ def _scope(principal: Principal, authorizer) -> int | None:
 def search_events(session: SessionDep, authorizer: AuthorizerDep, f: FilterDep,
                   principal: Annotated[Principal, require("audit.read")],
                   limit: int = Query(100, ge=1, le=audit_search.MAX_PAGE),
-                  before_seq: int | None = Query(None, ge=1)):
+                  before_seq: int | None = Query(None, ge=1, le=MAX_SEQ)):
     """Search the log, newest first; page with before_seq. Others' events need audit.read_all."""
     events = audit_search.search(session, f, only_org=_scope(principal, authorizer), limit=limit,
                                  before_seq=before_seq)
@@ -141,14 +146,14 @@ def create_checkpoint(session: SessionDep, settings: SettingsDep,
 
 @router.get("/proofs/inclusion")
 def inclusion_proof(session: SessionDep, principal: Annotated[Principal, require("audit.verify")],
-                    seq: int = Query(ge=1), tree_size: int | None = Query(None, ge=1)):
+                    seq: int = Query(ge=1, le=MAX_SEQ), tree_size: int | None = Query(None, ge=1, le=MAX_SEQ)):
     """RFC 6962 proof that event `seq` is in the signed tree of `tree_size` (latest by default)."""
     return checkpoints.inclusion(session, seq, tree_size).__dict__
 
 
 @router.get("/proofs/consistency")
 def consistency_proof(session: SessionDep, principal: Annotated[Principal, require("audit.verify")],
-                      old_size: int = Query(ge=1), new_size: int = Query(ge=1)):
+                      old_size: int = Query(ge=1, le=MAX_SEQ), new_size: int = Query(ge=1, le=MAX_SEQ)):
     """RFC 6962 proof that the checkpoint at new_size extends the one at old_size."""
     return {"old_size": old_size, "new_size": new_size,
             "proof": checkpoints.consistency(session, old_size, new_size)}

@@ -73,7 +73,7 @@ def reconciliation(org_id: ObjectId, session: SessionDep, principal: Annotated[P
 # --- findings -------------------------------------------------------------------------------------
 
 class FindingIn(BaseModel):
-    org_id: int = Field(description="the audited organisation")
+    org_id: int = Field(ge=1, le=2_147_483_647, description="the audited organisation")
     year: int = Field(ge=2000, le=2100)
     severity: Literal["minor", "major", "critical"]
     title: str = Field(max_length=300)

@@ -46,10 +46,10 @@ def _download(doc: render.Document, fmt: str, name: str) -> Response:
 # --- regulated prices ------------------------------------------------------------------------------
 
 class MaxRevenueIn(BaseModel):
-    operator_org_id: int
+    operator_org_id: int = Field(ge=1, le=2_147_483_647)
     year: int = Field(ge=2000, le=2100)
     amount_fen: Fen
-    drc_org_id: int = Field(description="the DRC (a supervisor organisation) that co-sets the maximum")
+    drc_org_id: int = Field(ge=1, le=2_147_483_647, description="the DRC (a supervisor organisation) that co-sets the maximum")
     warn_at_pct: list[int] = Field(default=list(rules.DEFAULT_WARNINGS), max_length=5)
     reason: str = Field(default="", max_length=500)
 
@@ -64,7 +64,7 @@ def set_max_revenue(body: MaxRevenueIn, session: SessionDep,
 
 
 class CapIn(BaseModel):
-    product_id: int
+    product_id: int = Field(ge=1, le=2_147_483_647)
     unit: str = Field(max_length=16, description=", ".join(rules.UNITS))
     cap_fen: Fen
     reason: str = Field(default="", max_length=500)
@@ -78,7 +78,7 @@ def set_cap(body: CapIn, session: SessionDep, principal: Annotated[Principal, re
 
 
 class PriceIn(BaseModel):
-    product_id: int
+    product_id: int = Field(ge=1, le=2_147_483_647)
     unit: str = Field(max_length=16, description=", ".join(rules.UNITS))
     price_fen: Fen
     basis: str = Field(default="", max_length=500, description="the pricing basis")
@@ -94,7 +94,7 @@ def set_price(body: PriceIn, session: SessionDep, principal: Annotated[Principal
 
 
 class FilingIn(BaseModel):
-    drc_org_id: int
+    drc_org_id: int = Field(ge=1, le=2_147_483_647)
 
 
 @router.post("/prices/{price_id}/filing", status_code=201)
@@ -129,7 +129,8 @@ def revenue_status(session: SessionDep, principal: Annotated[Principal, require(
 
 @router.get("/usage")
 def usage(session: SessionDep, principal: Annotated[Principal, require("billing.read")], year: Year | None = None,
-          month: Month | None = None, product_id: int | None = None):
+          month: Month | None = None,
+          product_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None):
     """The month's metered uses you may see (a customer its own, the operator all of its products)."""
     y, m = _now_period()
     return invoices.usage(session, principal.org_id, year=year or y, month=month or m, product_id=product_id)
@@ -137,7 +138,8 @@ def usage(session: SessionDep, principal: Annotated[Principal, require("billing.
 
 @router.get("/statements")
 def monthly_statements(session: SessionDep, principal: Annotated[Principal, require("billing.read")],
-                       year: Year | None = None, month: Month | None = None, agreement_id: int | None = None,
+                       year: Year | None = None, month: Month | None = None,
+                       agreement_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
                        format: Format = "json"):  # noqa: A002 - the query parameter's name
     """The month's statements per customer and usage agreement, with line items; format=pdf or xlsx
     downloads them (Chinese and English)."""

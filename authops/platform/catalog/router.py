@@ -21,7 +21,7 @@ from authops.core.jobs import service as jobs
 from authops.core.storage.store import get_object_store
 from authops.platform.catalog import excel, ingest, schemas, service, tasks
 from authops.platform.catalog.models import DataResource, Dataset, IngestRun, IngestSource
-from authops.platform.deps import SessionDep, SettingsDep, actor_of, require
+from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 from authops.platform.identity.models import Organisation
 from authops.policies import masking
 
@@ -57,7 +57,8 @@ def _view(session: Session, principal: Principal, res: DataResource, what: str) 
 # --- reading -------------------------------------------------------------------------------
 @router.get("/resources", response_model=list[schemas.ResourceSummary])
 def list_resources(session: SessionDep, principal: Annotated[Principal, require("catalog.read")],
-                   org_id: int | None = None, grade: Literal["L1", "L2", "L3", "L4"] | None = None,
+                   org_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+                   grade: Literal["L1", "L2", "L3", "L4"] | None = None,
                    q: Annotated[str | None, Query(max_length=100)] = None):
     """The catalogue: every registered resource with its department, grade, modes and freshness."""
     orgs = {o.id: o for o in session.exec(select(Organisation))}
@@ -80,7 +81,7 @@ def get_resource(code: str, session: SessionDep, principal: Annotated[Principal,
 
 @router.get("/resources/{code}/schema", response_model=list[schemas.FieldOut])
 def get_schema(code: str, session: SessionDep, principal: Annotated[Principal, require("catalog.read")],
-               version: Annotated[int | None, Query(ge=1)] = None):
+               version: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None):
     """The fields of the current schema, or of an earlier `version`."""
     return _fields(service.schema_of(session, service.get_resource(session, code), version))
 
@@ -228,7 +229,7 @@ def list_runs(session: SessionDep, principal: Annotated[Principal, require("data
 
 
 @router.get("/runs/{run_id}", response_model=schemas.RunOut)
-def get_run(run_id: int, session: SessionDep, principal: Annotated[Principal, require("data.ingest")]):
+def get_run(run_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("data.ingest")]):
     run = session.get(IngestRun, run_id)
     if run is None or run.org_id != principal.org_id:
         from authops.core.errors import NotFound
@@ -266,7 +267,7 @@ def list_sources(code: str, session: SessionDep, principal: Annotated[Principal,
 
 
 @router.post("/resources/{code}/sources/{source_id}/run", status_code=202)
-def run_source(code: str, source_id: int, session: SessionDep, settings: SettingsDep,
+def run_source(code: str, source_id: ObjectId, session: SessionDep, settings: SettingsDep,
                background: BackgroundTasks, principal: Annotated[Principal, require("data.ingest")]):
     """Pull now instead of waiting for the cycle."""
     res = service.own_resource(session, principal, code)

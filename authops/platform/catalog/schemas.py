@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from authops.core.data.schema import FieldSpec, Grade, PrivacyUnit, ProvisionMode, ShareMode, UpdateCycle
+from authops.core.types import UtcDateTime
 
 
 class ResourceSummary(BaseModel):
@@ -27,7 +27,7 @@ class ResourceSummary(BaseModel):
     schema_version: int
     rows: int = 0
     timeliness: str = "never_loaded"
-    last_loaded_at: datetime | None
+    last_loaded_at: UtcDateTime | None
 
 
 class FieldOut(BaseModel):
@@ -86,7 +86,7 @@ class SchemaVersionOut(BaseModel):
     note: str
     breaking: bool
     created_by: str
-    created_at: datetime
+    created_at: UtcDateTime
     fields: int = 0
 
 
@@ -97,7 +97,7 @@ class DatasetOut(BaseModel):
     schema_version: int
     rows: int
     nbytes: int
-    created_at: datetime
+    created_at: UtcDateTime
     load_id: int | None
 
 
@@ -130,8 +130,8 @@ class RunOut(BaseModel):
     message: str | None
     report: dict[str, Any] | None
     created_by: str
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    finished_at: UtcDateTime | None
 
 
 class UploadOut(BaseModel):
@@ -163,9 +163,9 @@ class SourceOut(BaseModel):
     display: str
     incremental: bool
     updated_column: str | None
-    watermark: datetime | None
+    watermark: UtcDateTime | None
     active: bool
-    next_run_at: datetime | None
+    next_run_at: UtcDateTime | None
     last_run_id: int | None
 
 

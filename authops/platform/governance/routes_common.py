@@ -81,7 +81,7 @@ def todo(session: SessionDep, principal: Annotated[Principal, require("todo.read
 @router.get("/notifications")
 def list_notifications(session: SessionDep, principal: Annotated[Principal, require("todo.read")],
                        unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                       offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> list[dict[str, Any]]:
+                       offset: Annotated[int, Query(ge=0, le=100_000)] = 0) -> list[dict[str, Any]]:
     rows = notifications.list_notifications(session, principal.org_id, unread_only=unread, limit=limit,
                                             offset=offset)
     return [notifications.notification_view(n) for n in rows]

@@ -14,8 +14,9 @@ from authops.core.identity import OrgKind, Principal
 from authops.audit import log as audit_log
 from authops.audit.anomaly import service as anomaly_service
 from authops.core.regions import region_of
-from authops.platform.deps import (AuthorizerDep, SessionDep, SettingsDep, actor_of, client_ip,
+from authops.platform.deps import (AuthorizerDep, ObjectId, SessionDep, SettingsDep, actor_of, client_ip,
                                    credential_from, require)
+from authops.platform import limits
 from authops.platform.identity import schemas
 from authops.platform.identity import service as identity_service
 from authops.platform.identity.models import Organisation, User
@@ -40,6 +41,7 @@ def login(body: schemas.LoginIn, request: Request, session: SessionDep, settings
     """Exchange a username and password for a short-lived bearer token."""
     ip = client_ip(request)
     region = region_of(settings, ip)
+    limits.admit_login(session, settings, username=body.username, ip=ip)  # 429 before any password check
     try:
         result = identity_service.login(session, settings, username=body.username,
                                         password=body.password, ip=ip)
@@ -106,14 +108,14 @@ def create_org(body: schemas.OrgIn, session: SessionDep,
 
 
 @router.get("/orgs/{org_id}", response_model=schemas.OrgOut, tags=["organisations"])
-def get_org(org_id: int, session: SessionDep, authorizer: AuthorizerDep,
+def get_org(org_id: ObjectId, session: SessionDep, authorizer: AuthorizerDep,
             principal: Annotated[Principal, require("org.read")]):
     return identity_service.visible_org(session, principal, org_id, authorizer)
 
 
 # --- users -------------------------------------------------------------------------------------
 @router.get("/orgs/{org_id}/users", response_model=list[schemas.UserOut], tags=["users"])
-def list_users(org_id: int, session: SessionDep,
+def list_users(org_id: ObjectId, session: SessionDep,
                principal: Annotated[Principal, require("user.read")]):
     """Users of your own organisation."""
     if org_id != principal.org_id:
@@ -123,7 +125,7 @@ def list_users(org_id: int, session: SessionDep,
 
 
 @router.post("/orgs/{org_id}/users", response_model=schemas.UserOut, status_code=201, tags=["users"])
-def create_user(org_id: int, body: schemas.UserIn, session: SessionDep, authorizer: AuthorizerDep,
+def create_user(org_id: ObjectId, body: schemas.UserIn, session: SessionDep, authorizer: AuthorizerDep,
                 principal: Annotated[Principal, require("user.manage")]):
     """Create a user in your own organisation with roles of your organisation's kind.
 
@@ -145,13 +147,13 @@ def _managed_org(session: Session, principal: Principal, org_id: int, authorizer
 
 
 @router.get("/users/{user_id}", response_model=schemas.UserOut, tags=["users"])
-def get_user(user_id: int, session: SessionDep,
+def get_user(user_id: ObjectId, session: SessionDep,
              principal: Annotated[Principal, require("user.read")]):
     return _user_out(session, identity_service.own_user(session, principal, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=schemas.UserOut, tags=["users"])
-def update_user(user_id: int, body: schemas.UserUpdate, session: SessionDep,
+def update_user(user_id: ObjectId, body: schemas.UserUpdate, session: SessionDep,
                 principal: Annotated[Principal, require("user.manage")]):
     user = identity_service.own_user(session, principal, user_id)
     if body.display_name is not None:
@@ -173,7 +175,7 @@ def update_user(user_id: int, body: schemas.UserUpdate, session: SessionDep,
 
 
 @router.post("/users/{user_id}/unlock", response_model=schemas.UserOut, tags=["users"])
-def unlock_user(user_id: int, session: SessionDep,
+def unlock_user(user_id: ObjectId, session: SessionDep,
                 principal: Annotated[Principal, require("user.manage")]):
     """Clear a lockout after repeated failed logins."""
     user = identity_service.own_user(session, principal, user_id)
@@ -183,7 +185,7 @@ def unlock_user(user_id: int, session: SessionDep,
 
 
 @router.post("/users/{user_id}/roles", response_model=schemas.UserOut, tags=["users"])
-def add_role(user_id: int, body: schemas.RoleIn, session: SessionDep,
+def add_role(user_id: ObjectId, body: schemas.RoleIn, session: SessionDep,
              principal: Annotated[Principal, require("user.manage")]):
     user = identity_service.own_user(session, principal, user_id)
     authz.assign_role(session, user_id=user.id, org_id=user.org_id, org_kind=principal.org_kind,
@@ -194,7 +196,7 @@ def add_role(user_id: int, body: schemas.RoleIn, session: SessionDep,
 
 
 @router.delete("/users/{user_id}/roles/{role}", response_model=schemas.UserOut, tags=["users"])
-def remove_role(user_id: int, role: str, session: SessionDep,
+def remove_role(user_id: ObjectId, role: str, session: SessionDep,
                 principal: Annotated[Principal, require("user.manage")]):
     user = identity_service.own_user(session, principal, user_id)
     if not authz.revoke_role(session, user_id=user.id, org_id=user.org_id, role=role):
@@ -223,7 +225,7 @@ def create_key(body: schemas.ApiKeyIn, session: SessionDep, settings: SettingsDe
 
 
 @router.delete("/api-keys/{key_id}", response_model=schemas.ApiKeyOut, tags=["api keys"])
-def revoke_key(key_id: int, session: SessionDep,
+def revoke_key(key_id: ObjectId, session: SessionDep,
                principal: Annotated[Principal, require("apikey.manage")]):
     """Revoke a key; it is refused from the next request on."""
     key = identity_service.own_api_key(session, principal, key_id)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from authops.core.identity import OrgKind
+from authops.core.types import UtcDateTime
 
 
 class LoginIn(BaseModel):
@@ -17,7 +16,7 @@ class LoginIn(BaseModel):
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
-    expires_at: datetime
+    expires_at: UtcDateTime
 
 
 class OrgIn(BaseModel):
@@ -39,7 +38,7 @@ class OrgOut(BaseModel):
     uscc: str | None
     region: str
     is_active: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class UserIn(BaseModel):
@@ -66,8 +65,8 @@ class UserOut(BaseModel):
     is_active: bool
     locked: bool
     roles: list[str]
-    last_login_at: datetime | None
-    created_at: datetime
+    last_login_at: UtcDateTime | None
+    created_at: UtcDateTime
 
 
 class RoleIn(BaseModel):
@@ -96,10 +95,10 @@ class ApiKeyOut(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    revoked_at: UtcDateTime | None
+    last_used_at: UtcDateTime | None
 
 
 class ApiKeyCreated(ApiKeyOut):

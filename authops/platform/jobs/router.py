@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query
@@ -13,6 +12,7 @@ from authops.core.errors import InvalidInput, NotFound
 from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
 from authops.core.jobs.models import Job
+from authops.core.types import UtcDateTime
 from authops.audit import log as audit_log
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 
@@ -39,9 +39,9 @@ class JobOut(BaseModel):
     error_code: str | None
     error_message: str | None
     attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 def _own_job(session, principal: Principal, job_id: int) -> Job:

@@ -20,6 +20,7 @@ from authops.core.identity import Principal
 from authops.core.jobs import service as job_service
 from authops.platform.deps import (ObjectId, RequireInHandler, SessionDep, SettingsDep, actor_of, in_transaction,
                                    require)
+from authops.platform import limits
 from authops.platform.products import batch, calls
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -69,6 +70,7 @@ async def call_product(code: str, body: CallIn, request: Request, response: Resp
         # Authentication, the permission check, the call and its commit run in one worker thread
         # (see RequireInHandler): the same checks, in the same order, as every other route.
         principal = gate.principal(request, session, request.app.state.authorizer)
+        limits.admit_call(settings, principal)  # 429 over the per-key / per-organisation rate limit
         metering.defer_charges(session)  # the revenue total is charged at commit: its row lock is held briefly
         out = committing_refusals(session, calls.call, session, settings, principal=actor_of(principal), code=code,
                                    subject=body.subject, claims=body.claims, purpose=body.purpose,
@@ -89,6 +91,7 @@ async def submit_batch(code: str, session: SessionDep, settings: SettingsDep, ba
                                                         "verify product, optional claim columns named by output)")],
                        purpose: Annotated[str | None, Form(max_length=500)] = None):
     """Upload a list of subjects; a job answers each into a result file only you can download (for 7 days)."""
+    limits.admit_call(settings, principal)
     data = await file.read(batch.MAX_BYTES + 1)
     b, job = committing_refusals(session, batch.submit, session, settings, principal=actor_of(principal),
                                   code=code, data=data, filename=file.filename or "", purpose=purpose)

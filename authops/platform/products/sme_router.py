@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from authops.core.identity import Principal
+from authops.billing.prices import MAX_FEN
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, require
 from authops.platform.products import sme, sme_financing, sme_whitelist
 from authops.platform.products.router import committing_refusals
@@ -36,8 +37,8 @@ class PrecreditIn(BaseModel):
 
 class LoanProductIn(BaseModel):
     name: str = Field(max_length=200)
-    min_amount_fen: int = Field(ge=1, description="smallest loan, in fen")
-    max_amount_fen: int = Field(ge=1, description="largest loan, in fen")
+    min_amount_fen: int = Field(ge=1, le=MAX_FEN, description="smallest loan, in fen")
+    max_amount_fen: int = Field(ge=1, le=MAX_FEN, description="largest loan, in fen")
     min_term_months: int = Field(ge=1, le=sme_financing.MAX_TERM_MONTHS)
     max_term_months: int = Field(ge=1, le=sme_financing.MAX_TERM_MONTHS)
     industries: list[str] = Field(default_factory=list, max_length=len(sme_financing.INDUSTRIES),
@@ -60,7 +61,7 @@ class FinancingIn(BaseModel):
 class ProgressIn(BaseModel):
     state: str = Field(max_length=16, description=f"one of {', '.join(sme_financing.STEPS)}")
     note: str = Field(default="", max_length=500, description="required when declining")
-    version: int | None = Field(default=None, ge=1, description="the version you saw (refused if it changed)")
+    version: int | None = Field(default=None, ge=1, le=2_147_483_647, description="the version you saw (refused if it changed)")
 
 
 # --- white list --------------------------------------------------------------------------------------

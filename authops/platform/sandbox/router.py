@@ -34,7 +34,7 @@ class GrantIn(BaseModel):
 
 
 class WorkspaceIn(BaseModel):
-    org_id: int
+    org_id: int = Field(ge=1, le=2_147_483_647)
     name: str = Field(max_length=200)
     scenario: str = Field(default="", max_length=500)
     approval_ref: str = Field(default="", max_length=100)
@@ -61,7 +61,7 @@ class JobIn(BaseModel):
 
 
 class BudgetIn(BaseModel):
-    org_id: int
+    org_id: int = Field(ge=1, le=2_147_483_647)
     resource: str = Field(max_length=64)
     epsilon: float = Field(gt=0, le=1000)
     delta: float = Field(default=0.0, ge=0, lt=1e-3)

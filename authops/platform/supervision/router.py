@@ -19,7 +19,7 @@ from authops.audit.anomaly.models import AnomalyCase, AnomalyRule
 from authops.core.clock import as_utc
 from authops.core.errors import NotFound
 from authops.core.identity import Principal
-from authops.platform.deps import SessionDep, actor_of, require
+from authops.platform.deps import ObjectId, SessionDep, actor_of, require
 from authops.platform.identity.models import Organisation
 from authops.platform.supervision import schemas
 
@@ -49,7 +49,7 @@ def list_rules(session: SessionDep, principal: Annotated[Principal, require("ano
 
 
 @router.patch("/rules/{rule_id}", response_model=schemas.RuleOut)
-def update_rule(rule_id: int, body: schemas.RuleUpdate, session: SessionDep,
+def update_rule(rule_id: ObjectId, body: schemas.RuleUpdate, session: SessionDep,
                 principal: Annotated[Principal, require("anomaly.configure")]):
     """Tune a rule (threshold, window, alert/throttle/block, enabled, params); audited."""
     return anomaly_rules.update_rule(session, rule_id, actor=actor_of(principal),
@@ -59,7 +59,8 @@ def update_rule(rule_id: int, body: schemas.RuleUpdate, session: SessionDep,
 # --- cases --------------------------------------------------------------------------------
 @router.get("/cases", response_model=list[schemas.CaseOut])
 def list_cases(session: SessionDep, principal: Annotated[Principal, require("incident.read")],
-               state: Literal["open", "confirmed", "released"] | None = None, org_id: int | None = None,
+               state: Literal["open", "confirmed", "released"] | None = None,
+               org_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
                limit: Limit = 50, offset: Offset = 0):
     """Anomaly cases, newest first; `state=open` is the review queue."""
     return _cases_out(session, anomaly.list_cases(session, state=state, org_id=org_id, limit=limit,
@@ -67,12 +68,12 @@ def list_cases(session: SessionDep, principal: Annotated[Principal, require("inc
 
 
 @router.get("/cases/{case_id}", response_model=schemas.CaseOut)
-def get_case(case_id: int, session: SessionDep, principal: Annotated[Principal, require("incident.read")]):
+def get_case(case_id: ObjectId, session: SessionDep, principal: Annotated[Principal, require("incident.read")]):
     return _cases_out(session, [anomaly.get_case(session, case_id)])[0]
 
 
 @router.post("/cases/{case_id}/confirm", response_model=schemas.ConfirmOut)
-def confirm_case(case_id: int, body: schemas.ConfirmIn, session: SessionDep,
+def confirm_case(case_id: ObjectId, body: schemas.ConfirmIn, session: SessionDep,
                  principal: Annotated[Principal, require("anomaly.review")]):
     """The anomaly is real: the block stays and an incident is recorded with its severity."""
     _org_exists(session, body.org_id)
@@ -83,7 +84,7 @@ def confirm_case(case_id: int, body: schemas.ConfirmIn, session: SessionDep,
 
 
 @router.post("/cases/{case_id}/release", response_model=schemas.CaseOut)
-def release_case(case_id: int, body: schemas.DecisionIn, session: SessionDep,
+def release_case(case_id: ObjectId, body: schemas.DecisionIn, session: SessionDep,
                  principal: Annotated[Principal, require("anomaly.review")]):
     """A false alarm: the case closes and its block is lifted at once."""
     case = anomaly.release_case(session, case_id, actor=actor_of(principal), reason=body.reason)
@@ -98,7 +99,7 @@ def list_blocks(session: SessionDep, principal: Annotated[Principal, require("in
 
 
 @router.post("/blocks/{block_id}/lift", response_model=schemas.BlockOut)
-def lift_block(block_id: int, body: schemas.DecisionIn, session: SessionDep,
+def lift_block(block_id: ObjectId, body: schemas.DecisionIn, session: SessionDep,
                principal: Annotated[Principal, require("anomaly.review")]):
     """Lift a block whose case is decided (e.g. after rectification) or that had no case."""
     return anomaly.lift_block(session, block_id, actor=actor_of(principal), reason=body.reason)
@@ -107,7 +108,8 @@ def lift_block(block_id: int, body: schemas.DecisionIn, session: SessionDep,
 # --- incidents ----------------------------------------------------------------------------
 @router.get("/incidents", response_model=list[schemas.IncidentOut])
 def list_incidents(session: SessionDep, principal: Annotated[Principal, require("incident.read")],
-                   org_id: int | None = None, severity: Literal["minor", "major", "critical"] | None = None,
+                   org_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
+                   severity: Literal["minor", "major", "critical"] | None = None,
                    limit: Limit = 50, offset: Offset = 0):
     return anomaly.list_incidents(session, org_id=org_id, severity=severity, limit=limit, offset=offset)
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from authops.core.types import UtcDateTime
+
 Severity = Literal["minor", "major", "critical"]
 
 
@@ -21,7 +23,7 @@ class RuleOut(BaseModel):
     window_seconds: int
     action: str
     params: dict[str, Any]
-    updated_at: datetime
+    updated_at: UtcDateTime
     updated_by: str | None
 
 
@@ -29,7 +31,7 @@ class RuleUpdate(BaseModel):
     """Only the fields given change; params are merged into the rule's params."""
 
     model_config = ConfigDict(extra="forbid")
-    threshold: int | None = Field(default=None, ge=0)
+    threshold: int | None = Field(default=None, ge=0, le=2_147_483_647)
     window_seconds: int | None = Field(default=None, ge=1, le=90 * 86_400)
     action: Literal["alert", "throttle", "block"] | None = None
     enabled: bool | None = None
@@ -48,10 +50,10 @@ class CaseOut(BaseModel):
     evidence: dict[str, Any]
     first_seq: int | None
     last_seq: int | None
-    opened_at: datetime
+    opened_at: UtcDateTime
     decided_by: str | None
     decision_reason: str | None
-    decided_at: datetime | None
+    decided_at: UtcDateTime | None
     block_id: int | None
 
 
@@ -60,7 +62,7 @@ class ConfirmIn(BaseModel):
     severity: Severity
     title: str | None = Field(default=None, max_length=200)
     # The organisation answerable for the incident; defaults to the case's organisation.
-    org_id: int | None = None
+    org_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
 
 
 class DecisionIn(BaseModel):
@@ -78,8 +80,8 @@ class BlockOut(BaseModel):
     case_id: int | None
     reason: str
     active: bool
-    created_at: datetime
-    lifted_at: datetime | None
+    created_at: UtcDateTime
+    lifted_at: UtcDateTime | None
     lifted_by: str | None
 
 
@@ -87,8 +89,8 @@ class IncidentIn(BaseModel):
     severity: Severity
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=4000)
-    org_id: int | None = None
-    case_id: int | None = None
+    org_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    case_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
     occurred_at: datetime | None = None
 
 
@@ -100,9 +102,9 @@ class IncidentOut(BaseModel):
     description: str
     org_id: int | None
     case_id: int | None
-    occurred_at: datetime
+    occurred_at: UtcDateTime
     recorded_by: str
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ConfirmOut(BaseModel):
