@@ -1,11 +1,13 @@
-"""Product calls under load: a score call with every check, beside a bare FastAPI endpoint, same run.
+"""Product calls under load: a credit-assessment call with every check, beside a bare FastAPI endpoint, same run.
 
 Setup (not timed): a temporary data folder and a scratch PostgreSQL database (127.0.0.1:5432, dropped
-at the end); the built-in catalogue and synthetic truck_violations (--scale); a registered score
-product (model release per VIN: violations in the last year x 10, clamped 0-100) marked as touching
-personal information, so every call checks the subject's consent; an operator authorization, a
-usage agreement (per call, 1 yuan), Ed25519-signed consents for --subjects VINs; the answer set built
-by the precompute code; a customer user who creates an API key with product.call over HTTP.
+at the end); the built-in catalogue and the synthetic city's nine resources behind the catalogue's
+bank credit assessment (--scale); that product registered from its own spec (twelve features, a
+score and a grade per enterprise), which requires the enterprise's signed authorization on every
+call; an operator authorization, a usage agreement (per call, 8 yuan), Ed25519-signed enterprise
+authorizations for --subjects USCCs; the answer set built by the precompute code; a customer user who
+creates an API key with product.call over HTTP. `--product truck` runs the earlier one-resource VIN
+score (personal information, each VIN's consent checked) instead.
 
 Servers: `uvicorn` serving (a) the real app (authops.app:create_app) and (b) a bare FastAPI app with
 one sync POST endpoint taking the same body model and returning a response of the same shape, with
@@ -14,15 +16,19 @@ Load: a separate process (this file with `load`), an asyncio HTTP/1.1 keep-alive
 sockets, --connections connections for --seconds after --warmup seconds; each product call sends
 the API key, a consented subject, a purpose and a fresh Idempotency-Key, so each is authenticated
 (API key), authorized (permission matrix, anomaly blocks), guarded (registered product, active
-agreement, consent), answered from the cached answer set, metered (a usage record) and audited
-(a hash-chained event), in one transaction. Reports throughput, p50/p99 latency, the ratio to the
-bare endpoint, and a profile of where a call's time goes (cProfile of calls served in-process).
-Writes bench/results/product_call.json.
+agreement, consent), answered from the cached answer set, metered (a usage record, the operator's
+revenue total) and audited (a hash-chained event), in one transaction with a durable commit.
+
+Reports throughput, p50/p99 latency, the ratio to the bare endpoint, the CPU each request costs in
+the server processes, in the scratch database's PostgreSQL backends and in the load process (read
+from /proc over the recorded window), and a profile of where a call's time goes (calls served
+in-process). Writes bench/results/product_call.json.
 
 The load is a closed loop: each connection sends its next request when the last one was answered,
 so the mean latency is connections / throughput (Little's law). A p99 under 25 ms at 32
 connections therefore needs well over 1,280 requests a second: more than the bare endpoint itself
-serves on a 2-core machine (its own p50 is then ~45 ms). The report prints that floor beside p99.
+serves on a 2-core machine (its own p50 is then ~45 ms). The report prints that floor beside p99,
+and the ratio PostgreSQL's own CPU per call leaves possible.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ def bare_app():
 # --- the load generator (a separate process) -------------------------------------------------------
 
 async def _conn(host: str, port: int, path: str, headers: dict[str, str], subjects: list[str], stop_at: float,
-                record_from: float, lat: list[float], statuses: dict[int, int], idem: bool) -> None:
+                record_from: float, lat: list[float], statuses: dict[int, int], idem: bool, purpose: str) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = 0
     base = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -83,7 +89,7 @@ async def _conn(host: str, port: int, path: str, headers: dict[str, str], subjec
         now = time.perf_counter()
         if now >= stop_at:
             break
-        body = json.dumps({"subject": subjects[i % len(subjects)], "purpose": PURPOSE}).encode()
+        body = json.dumps({"subject": subjects[i % len(subjects)], "purpose": purpose}).encode()
         i += 1
         extra = f"Idempotency-Key: {uuid.uuid4().hex}\r\n" if idem else ""
         req = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{base}{extra}Content-Type: application/json\r\n"
@@ -106,7 +112,7 @@ async def _conn(host: str, port: int, path: str, headers: dict[str, str], subjec
 
 
 async def _load(url: str, key: str | None, subjects: list[str], connections: int, seconds: float, warmup: float,
-                idem: bool) -> dict[str, Any]:
+                idem: bool, purpose: str = PURPOSE) -> dict[str, Any]:
     from urllib.parse import urlsplit
 
     u = urlsplit(url)
@@ -117,7 +123,7 @@ async def _load(url: str, key: str | None, subjects: list[str], connections: int
     record_from = start + warmup
     stop_at = record_from + seconds
     await asyncio.gather(*(_conn(u.hostname, u.port, u.path, headers, subjects[i::connections] or subjects, stop_at,
-                                 record_from, lat, statuses, idem) for i in range(connections)))
+                                 record_from, lat, statuses, idem, purpose) for i in range(connections)))
     lat.sort()
     n = len(lat)
 
@@ -138,9 +144,11 @@ def load_main(argv: list[str]) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--idempotency", action="store_true")
+    p.add_argument("--purpose", default=PURPOSE)
     a = p.parse_args(argv)
     subjects = json.loads(Path(a.subjects).read_text())
-    print(json.dumps(asyncio.run(_load(a.url, a.key, subjects, a.connections, a.seconds, a.warmup, a.idempotency))))
+    print(json.dumps(asyncio.run(_load(a.url, a.key, subjects, a.connections, a.seconds, a.warmup, a.idempotency,
+                                                a.purpose))))
 
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -165,7 +173,14 @@ def score_spec() -> dict[str, Any]:
                                                           "bounds": [0, 100]}}]}
 
 
-def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
+CREDIT = "bank_credit_assessment"
+CREDIT_PURPOSE = "贷前审查"
+
+
+def setup(settings, scale: float, n_subjects: int, product: str = CREDIT) -> dict[str, Any]:
+    """The world for the load. `product`: the catalogue's bank credit assessment (the issue's credit-assessment
+    call: twelve features over nine resources, the enterprise's signed authorization checked on every call) or
+    "truck" (a one-resource score on truck_violations, each VIN's personal-information consent checked)."""
     import pyarrow.compute as pc
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -188,7 +203,11 @@ def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
     with Session(get_engine(settings), expire_on_commit=False) as s:
         service.load_catalog(s, csvload.BUILTIN, actor=actor)
         s.commit()
-    flows.load_synthetic(settings, scale=scale, seed=7, only={"truck_violations"})
+    from authops.products.catalog import PRODUCTS
+    from authops.sandbox.spec.models import parse_text
+
+    credit = PRODUCTS[CREDIT] if product == CREDIT else None
+    flows.load_synthetic(settings, scale=scale, seed=7, only=set(credit.resources) if credit else {"truck_violations"})
     with Session(get_engine(settings), expire_on_commit=False) as s:
         org = {k: ids.create_org(s, kind=k, code=f"bench-{k.value}", name_zh=f"压测{k.value}", name_en=k.value)
                for k in (OrgKind.BUREAU, OrgKind.OPERATOR, OrgKind.PARTNER, OrgKind.CUSTOMER)}
@@ -199,12 +218,22 @@ def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
         agreements.create(s, kind="operator_authorization", party_a_org_id=org[OrgKind.BUREAU].id,
                           party_b_org_id=org[OrgKind.OPERATOR].id, terms={"scope": "授权运营"},
                           starts_on=d - timedelta(days=30), ends_on=d + timedelta(days=365), actor=actor, state="active")
-        p = Product(code="truck_risk_score", registration_number="SZDP-2026-0901",
-                    partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
-                    name_zh="货车风险评分", name_en="Truck risk score", category="industry", price_fen=100,
-                    price_unit="call", personal_information=True, release_policy="model", share_mode="query",
-                    pricing_basis="成本加成", scope_of_use="货车保险承保", manner_of_use="接口调用", spec=score_spec(),
-                    state="registered", registered_at=utcnow())
+        if credit:
+            p = Product(code=credit.code, registration_number="SZDP-2026-0901",
+                        partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
+                        name_zh=credit.name_zh, name_en=credit.name_en, category=credit.category, price_fen=credit.price_fen,
+                        price_unit="call", personal_information=credit.personal_information,
+                        consent_required=credit.consent_required, release_policy=credit.release_policy,
+                        share_mode=credit.share_mode, pricing_basis="成本加成", scope_of_use="银行授信审批",
+                        manner_of_use="接口调用", spec=parse_text(Path(credit.spec_path).read_text(encoding="utf-8")),
+                        state="registered", registered_at=utcnow())
+        else:
+            p = Product(code="truck_risk_score", registration_number="SZDP-2026-0901",
+                        partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
+                        name_zh="货车风险评分", name_en="Truck risk score", category="industry", price_fen=100,
+                        price_unit="call", personal_information=True, release_policy="model", share_mode="query",
+                        pricing_basis="成本加成", scope_of_use="货车保险承保", manner_of_use="接口调用", spec=score_spec(),
+                        state="registered", registered_at=utcnow())
         s.add(p)
         s.flush()
         cust = org[OrgKind.CUSTOMER].id
@@ -218,25 +247,33 @@ def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
         agreements.accept(s, a, ca, text_sha256=a.text_sha256)
         agreements.accept(s, a, op, text_sha256=a.text_sha256)
         s.commit()
-        res = service.get_resource(s, "truck_violations")
-        table = read_dataset(get_object_store(settings), s.get(Dataset, res.dataset_id).object_key)
-        as_of = str(pc.max(table.column("violation_time")).as_py().date())
-        vins = pc.unique(table.column("vin")).to_pylist()[:n_subjects]
+        if credit:
+            res = service.get_resource(s, "enterprise_basic_info")
+            table = read_dataset(get_object_store(settings), s.get(Dataset, res.dataset_id).object_key)
+            params: dict[str, Any] = dict(credit.params)
+            vins = pc.unique(table.column("uscc")).to_pylist()[:n_subjects]
+            kind, purpose, scope = "enterprise", CREDIT_PURPOSE, [o.name for o in p_spec_outputs(p)]
+        else:
+            res = service.get_resource(s, "truck_violations")
+            table = read_dataset(get_object_store(settings), s.get(Dataset, res.dataset_id).object_key)
+            params = {"as_of": str(pc.max(table.column("violation_time")).as_py().date())}
+            vins = pc.unique(table.column("vin")).to_pylist()[:n_subjects]
+            kind, purpose, scope = "person", PURPOSE, ["risk_score"]
         now = utcnow().replace(microsecond=0)
         for vin in vins:
-            terms = dict(subject_id=vin, subject_kind="person", purpose=PURPOSE, scope=["risk_score"],
+            terms = dict(subject_id=vin, subject_kind=kind, purpose=purpose, scope=scope,
                          valid_from=now - timedelta(minutes=1), valid_until=now + timedelta(days=180))
             sk = Ed25519PrivateKey.generate()
             pk = base64.b64encode(sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
             cert = consent.issue_subject_certificate(consent.demo_issuer_key(settings), subject_id=vin,
-                                                     subject_kind="person", public_key=sk.public_key(),
+                                                     subject_kind=kind, public_key=sk.public_key(),
                                                      valid_until=now + timedelta(days=365))
             t = consent.prepare_text(s, settings, product=p, customer_org_id=cust, subject_certificate=cert, **terms)
             consent.grant(s, settings, product=p, customer_org_id=cust, actor=ca, public_key=pk,
                           subject_certificate=cert, signature=base64.b64encode(sk.sign(t["text"].encode())).decode(),
                           **terms)
         s.commit()
-        built = precompute.precompute_now(s, settings, p, {"as_of": as_of})
+        built = precompute.precompute_now(s, settings, p, params)
         # A load test is a burst by design: the bureau would lift rate rules for an agreed load test.
         # The rules stay enabled and evaluated (their cost is measured) but only alert.
         from sqlmodel import select
@@ -248,8 +285,15 @@ def setup(settings, scale: float, n_subjects: int) -> dict[str, Any]:
                 rule.action = "alert"
                 s.add(rule)
         s.commit()
-        return {"product": p.code, "subjects": vins, "answer_rows": built.rows, "as_of": as_of,
-                "violation_rows": table.num_rows}
+        return {"product": p.code, "subjects": vins, "answer_rows": built.rows, "params": params,
+                "source_rows": table.num_rows, "purpose": purpose}
+
+
+def p_spec_outputs(p) -> list[Any]:
+    from authops.sandbox.spec.models import JobSpec
+
+    spec = p.spec if isinstance(p.spec, JobSpec) else JobSpec.model_validate(p.spec)
+    return list(spec.outputs)
 
 
 # --- servers and runs ------------------------------------------------------------------------------
@@ -281,17 +325,64 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _drive(url: str, key: str | None, subjects_file: Path, args, env: dict[str, str], idem: bool) -> dict[str, Any]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _tree(pid: int) -> list[int]:
+    out = [pid]
+    with contextlib.suppress(FileNotFoundError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            out += _tree(int(child))
+    return out
+
+
+def _backends(url: str) -> list[int]:
+    """The PostgreSQL server processes serving the scratch database (same machine)."""
+    import psycopg
+
+    admin, name = url.rsplit("/", 1)
+    with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+
+
+def _drive(url: str, key: str | None, subjects_file: Path, args, env: dict[str, str], idem: bool, *,
+           server: subprocess.Popen, db_url: str) -> dict[str, Any]:
+    """Run the load process; also sample the CPU seconds that the server (all its processes), the
+    scratch database's PostgreSQL backends and the load process spend in the recorded window."""
     cmd = [sys.executable, "-m", "bench.product_call", "load", url, "--subjects", str(subjects_file),
-           "--connections", str(args.connections), "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+           "--connections", str(args.connections), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+           "--purpose", args.purpose]
     if key:
         cmd += ["--key", key]
     if idem:
         cmd.append("--idempotency")
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.seconds + 120)
-    if out.returncode != 0:
-        raise SystemExit(f"load generator failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    load = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(args.warmup + 0.5)  # the load process starts, then warms up
+    procs, pgs = _tree(server.pid), _backends(db_url)
+    start = {p: _cpu_seconds(p) for p in procs + pgs + [load.pid]}
+    time.sleep(max(args.seconds - 1.0, 0.5))
+    used = {p: _cpu_seconds(p) - start.get(p, 0.0) for p in set(_tree(server.pid) + _backends(db_url) + [load.pid])}
+    out, err = load.communicate(timeout=args.seconds + 120)
+    if load.returncode != 0:
+        raise SystemExit(f"load generator failed: {err[-2000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    window = max(args.seconds - 1.0, 0.5)
+    served = res["rps"] * window or 1.0
+    server_s = sum(v for p, v in used.items() if p in set(_tree(server.pid)) or p in procs)
+    pg_s = sum(v for p, v in used.items() if p in set(pgs) | set(_backends(db_url)))
+    res["cpu_ms_per_request"] = {"server": round(server_s / served * 1000, 3), "postgresql": round(pg_s / served * 1000, 3),
+                                 "load_generator": round(used.get(load.pid, 0.0) / served * 1000, 3)}
+    res["cpu_ms_per_request"]["total"] = round(sum(res["cpu_ms_per_request"].values()), 3)
+    return res
 
 
 def _api_key(port: int) -> str:
@@ -305,7 +396,8 @@ def _api_key(port: int) -> str:
     return r.json()["key"]
 
 
-def profile(settings, product: str, subjects: list[str], key: str, n: int = 400) -> dict[str, Any]:
+def profile(settings, product: str, subjects: list[str], key: str, n: int = 400, purpose: str = PURPOSE
+            ) -> dict[str, Any]:
     """Where one call's time goes: cProfile of `n` calls run in this thread through the same steps a
     request takes (the route's Require dependency, then the handler, then the commit), over PostgreSQL.
     The after-commit anomaly evaluation runs on its own thread and is not in the parts."""
@@ -333,7 +425,7 @@ def profile(settings, product: str, subjects: list[str], key: str, n: int = 400)
             assert authorizer.allowed_now(s, principal, "product.call")
             identity_service.touch_api_key(s, principal.id, found.last_used_at)
             calls.call(s, settings, principal=actor_of(principal), code=product, subject=subjects[i % len(subjects)],
-                       purpose=PURPOSE, idempotency_key=uuid.uuid4().hex)
+                       purpose=purpose, idempotency_key=uuid.uuid4().hex)
             s.commit()
 
     for i in range(50):
@@ -375,29 +467,35 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         return load_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--product", choices=("credit", "truck"), default="credit",
+                    help="credit: the catalogue's bank credit assessment (default); truck: a one-resource VIN score")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes, for both servers")
     ap.add_argument("--scale", type=float, default=0.01)
-    ap.add_argument("--subjects", type=int, default=200, help="consented VINs the calls rotate over")
+    ap.add_argument("--subjects", type=int, default=200, help="consented subjects the calls rotate over")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--profile-only", action="store_true", help="skip the load runs (to study one call's path)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "product_call.json")
     args = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-product-call-"))
     with _database(folder) as url:
+        # One key at hundreds of calls a second is over the default per-key limit: the limiter still
+        # runs on every call (its cost is measured) but is set never to refuse.
         env = {**os.environ, "AUTHOPS_DATA_DIR": str(folder), "AUTHOPS_DATABASE_URL": url,
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO), "AUTHOPS_RATE_LIMIT_CALL_PER_KEY": "1000000000",
+               "AUTHOPS_RATE_LIMIT_CALL_PER_ORG": "1000000000"}
         os.environ.update({"AUTHOPS_DATA_DIR": str(folder), "AUTHOPS_DATABASE_URL": url})
         from authops.core.settings import Settings, reset_settings
 
         reset_settings()
         settings = Settings()
         t = time.perf_counter()
-        info = setup(settings, args.scale, args.subjects)
-        print(f"setup: PostgreSQL, {info['violation_rows']} violation rows, answer set of {info['answer_rows']} VINs, "
-              f"{len(info['subjects'])} consents, {time.perf_counter() - t:.1f} s")
+        info = setup(settings, args.scale, args.subjects, CREDIT if args.product == "credit" else "truck")
+        args.purpose = info["purpose"]
+        print(f"setup: PostgreSQL, {info['product']}: {info['source_rows']} source rows, answer set of "
+              f"{info['answer_rows']} subjects, {len(info['subjects'])} consents, {time.perf_counter() - t:.1f} s")
         subjects_file = folder / "subjects.json"
         subjects_file.write_text(json.dumps(info["subjects"]))
         if args.profile_only:
@@ -407,13 +505,14 @@ def main() -> None:
                 key = _api_key(port)
             finally:
                 _stop(real)
-            print(json.dumps(profile(settings, info["product"], info["subjects"], key), indent=2))
+            print(json.dumps(profile(settings, info["product"], info["subjects"], key, purpose=info["purpose"]),
+                             indent=2))
             return
         port = _free_port()
         bare = _serve("bench.product_call:bare_app", port, args.workers, env)
         try:
             bare_res = _drive(f"http://127.0.0.1:{port}/api/v1/products/{info['product']}/calls", None, subjects_file,
-                              args, env, idem=True)
+                              args, env, idem=True, server=bare, db_url=url)
         finally:
             _stop(bare)
         port = _free_port()
@@ -421,27 +520,39 @@ def main() -> None:
         try:
             key = _api_key(port)
             call_res = _drive(f"http://127.0.0.1:{port}/api/v1/products/{info['product']}/calls", key, subjects_file,
-                              args, env, idem=True)
+                              args, env, idem=True, server=real, db_url=url)
         finally:
             _stop(real)
-        prof = None if args.no_profile else profile(settings, info["product"], info["subjects"], key)
+        prof = None if args.no_profile else profile(settings, info["product"], info["subjects"], key,
+                                                    purpose=info["purpose"])
     ratio = call_res["rps"] / bare_res["rps"] if bare_res["rps"] else float("nan")
     ok = (call_res["statuses"].get("200", 0) == call_res["requests"]
           and bare_res["statuses"].get("200", 0) == bare_res["requests"])
+    bare_cpu, call_cpu = bare_res["cpu_ms_per_request"], call_res["cpu_ms_per_request"]
+    # With every core busy, throughput is inversely proportional to the CPU a request costs. Even a call whose
+    # Python cost were no more than the bare endpoint's whole request would still cost PostgreSQL's share on top:
+    ceiling = bare_cpu["total"] / (bare_cpu["total"] + call_cpu["postgresql"]) if call_cpu["postgresql"] else None
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-              "settings": {"connections": args.connections, "seconds": args.seconds, "warmup": args.warmup,
-                           "uvicorn_workers": args.workers, "scale": args.scale, "subjects": len(info["subjects"]),
-                           "database": "postgresql"},
+              "settings": {"product": info["product"], "connections": args.connections, "seconds": args.seconds,
+                           "warmup": args.warmup, "uvicorn_workers": args.workers, "scale": args.scale,
+                           "subjects": len(info["subjects"]), "database": "postgresql"},
               "bare": bare_res, "product_call": call_res, "ratio": ratio,
+              "cpu_ratio": bare_cpu["total"] / call_cpu["total"] if call_cpu["total"] else None,
+              "ratio_ceiling_from_postgresql_cpu": ceiling,
               "all_calls_answered_200": ok,
               "target": {"ratio_min": 0.40, "p99_ms_max": 25.0},
               "meets_target": bool(ratio >= 0.40 and call_res["p99_ms"] < 25.0 and ok),
               "profile": prof}
-    print(f"bare endpoint : {bare_res['rps']:8.1f} req/s  p50 {bare_res['p50_ms']:6.2f} ms  p99 {bare_res['p99_ms']:6.2f} ms")
-    print(f"product call  : {call_res['rps']:8.1f} req/s  p50 {call_res['p50_ms']:6.2f} ms  p99 {call_res['p99_ms']:6.2f} ms"
-          f"  statuses {call_res['statuses']}")
+    for name, r in (("bare endpoint", bare_res), ("product call", call_res)):
+        c = r["cpu_ms_per_request"]
+        print(f"{name:14s}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+              f"CPU/request: server {c['server']:.3f} ms, PostgreSQL {c['postgresql']:.3f} ms, "
+              f"load {c['load_generator']:.3f} ms  statuses {r['statuses']}")
     print(f"closed loop: mean latency >= {args.connections} connections / throughput; at the bare endpoint's "
           f"throughput that is {args.connections / bare_res['rps'] * 1000:.1f} ms")
+    if ceiling is not None:
+        print(f"PostgreSQL alone spends {call_cpu['postgresql']:.2f} ms of CPU per call; were the call's Python no "
+              f"dearer than the whole bare request, the ratio could still reach only {ceiling:.0%}")
     print(f"ratio {ratio:.2%} (target >= 40%), p99 {call_res['p99_ms']:.1f} ms (target < 25 ms): "
           f"{'MET' if result['meets_target'] else 'NOT MET'}")
     if prof:
