@@ -177,7 +177,7 @@ class World:
         from authops.sandbox.spec.models import parse_text
         from bench.product_call import PURPOSE, setup
 
-        info = setup(self.settings, self.scale, self.n_subjects)
+        info = setup(self.settings, self.scale, self.n_subjects, "truck")  # VINs, each with its consent
         self.product, self.subjects, self.purpose = info["product"], info["subjects"], PURPOSE
         flows.load_synthetic(self.settings, scale=self.scale, seed=5, only=set(RESOURCES))
         actor = audit_log.Actor(kind="system", name="faults")

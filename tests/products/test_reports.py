@@ -127,8 +127,10 @@ def test_report_is_built_once_shared_and_private(client, session, db_settings, w
     assert len(usage) == 3 and all(u.amount_fen == 0 and u.channel == "report" for u in usage)
     table = _source(session, db_settings)
     for body in (done, again, theirs):
+        noisy = tuple({k for row in body["rows"] for k in row if k.endswith("_sum")})  # DP sums: by chance one
+        # may equal some source amount, which is no leak (see leakscan)
         assert leakscan.scan(body["rows"], {RESOURCE: table}, csvload.load_definitions(csvload.BUILTIN),
-                             public=("designated_institution_code",)) == []
+                             public=("designated_institution_code",), exempt_numeric=noisy) == []
         assert not leakscan.scan([{k: v for k, v in body.items() if not isinstance(v, (dict, list))}], {RESOURCE: table},
                                  csvload.load_definitions(csvload.BUILTIN))
 

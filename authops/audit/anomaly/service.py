@@ -64,8 +64,12 @@ _thread_lock = threading.Lock()
 
 
 def _enqueue(engine: Engine, seqs: list[int]) -> None:
-    global _thread
     _queue.put((engine, seqs))
+    _start_thread_if_dead()
+
+
+def _start_thread_if_dead() -> None:
+    global _thread
     with _thread_lock:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_evaluator, name="authops-anomaly", daemon=True)
@@ -75,26 +79,30 @@ def _enqueue(engine: Engine, seqs: list[int]) -> None:
 def _evaluator() -> None:
     while True:
         batch = [_queue.get()]
-        time.sleep(GATHER_SECONDS)
-        while True:
-            try:
-                batch.append(_queue.get_nowait())
-            except queue.Empty:
-                break
-        by_engine: dict[Engine, list[int]] = {}
-        for engine, seqs in batch:
-            by_engine.setdefault(engine, []).extend(seqs)
-        for engine, seqs in by_engine.items():
-            try:
-                _on_append(engine, sorted(seqs))
-            except Exception:  # keep evaluating later events; the log still has these
-                log.exception("anomaly evaluation failed for events %s..%s", min(seqs), max(seqs))
-        for _ in batch:
-            _queue.task_done()
+        try:
+            time.sleep(GATHER_SECONDS)
+            while True:
+                try:
+                    batch.append(_queue.get_nowait())
+                except queue.Empty:
+                    break
+            by_engine: dict[Engine, list[int]] = {}
+            for engine, seqs in batch:
+                by_engine.setdefault(engine, []).extend(seqs)
+            for engine, seqs in by_engine.items():
+                try:
+                    _on_append(engine, sorted(seqs))
+                except Exception:  # keep evaluating later events; the log still has these
+                    log.exception("anomaly evaluation failed for events %s..%s", min(seqs), max(seqs))
+        finally:  # whatever ends this batch, it is done: settle() must never wait for it forever
+            for _ in batch:
+                _queue.task_done()
 
 
 def settle() -> None:
     """Wait until every event committed so far in this process has been evaluated."""
+    if _queue.unfinished_tasks:
+        _start_thread_if_dead()  # the evaluator died (it logged why): a new one takes the rest
     _queue.join()
 
 
