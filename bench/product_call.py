@@ -369,16 +369,18 @@ def _drive(url: str, key: str | None, subjects_file: Path, args, env: dict[str, 
     time.sleep(args.warmup + 0.5)  # the load process starts, then warms up
     procs, pgs = _tree(server.pid), _backends(db_url)
     start = {p: _cpu_seconds(p) for p in procs + pgs + [load.pid]}
-    time.sleep(max(args.seconds - 1.0, 0.5))
-    used = {p: _cpu_seconds(p) - start.get(p, 0.0) for p in set(_tree(server.pid) + _backends(db_url) + [load.pid])}
+    window = max(args.seconds - 1.0, 0.5)  # inside the recorded seconds, whatever the start-up jitter
+    time.sleep(window)
+    server_procs = set(procs) | set(_tree(server.pid))  # read once: the backends' list is a query
+    pg_procs = set(pgs) | set(_backends(db_url))
+    used = {p: _cpu_seconds(p) - start.get(p, 0.0) for p in server_procs | pg_procs | {load.pid}}
     out, err = load.communicate(timeout=args.seconds + 120)
     if load.returncode != 0:
         raise SystemExit(f"load generator failed: {err[-2000:]}")
     res = json.loads(out.strip().splitlines()[-1])
-    window = max(args.seconds - 1.0, 0.5)
     served = res["rps"] * window or 1.0
-    server_s = sum(v for p, v in used.items() if p in set(_tree(server.pid)) or p in procs)
-    pg_s = sum(v for p, v in used.items() if p in set(pgs) | set(_backends(db_url)))
+    server_s = sum(v for p, v in used.items() if p in server_procs)
+    pg_s = sum(v for p, v in used.items() if p in pg_procs)
     res["cpu_ms_per_request"] = {"server": round(server_s / served * 1000, 3), "postgresql": round(pg_s / served * 1000, 3),
                                  "load_generator": round(used.get(load.pid, 0.0) / served * 1000, 3)}
     res["cpu_ms_per_request"]["total"] = round(sum(res["cpu_ms_per_request"].values()), 3)
