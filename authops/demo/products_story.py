@@ -307,6 +307,10 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
                         json={"subject": _unconsented(tables, stranger), "purpose": "小微企业贷前审查"})
         say(f"   scb asks about an enterprise that has not authorized it -> {_refusal(r, 120)}",
             fg="green" if r.status_code == 403 else "red")
+        r = client.post("/api/v1/products/tech_finance/calls", headers={**keys["scb"], "Content-Type": "application/json"},
+                        content=b'{"subject": "' + b"9" * (settings.max_body_bytes + 1) + b'"}')
+        say(f"   scb sends a call body over {settings.max_body_bytes // 1024 // 1024} MiB -> {_refusal(r, 120)}",
+            fg="green" if r.status_code == 413 else "red")
 
         _joint_model(client, who, keys, subjects, tables, say)
 
