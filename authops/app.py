@@ -71,7 +71,11 @@ def _validation_details(exc: RequestValidationError) -> list[dict]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthopsError)
     async def _authops_error(_request: Request, exc: AuthopsError):
-        return _error(exc.status_code, exc.code, exc.message, exc.details)
+        response = _error(exc.status_code, exc.code, exc.message, exc.details)
+        wait = exc.details.get("retry_after_seconds") if isinstance(exc.details, dict) else None
+        if exc.status_code in (429, 503) and isinstance(wait, int):
+            response.headers["Retry-After"] = str(max(wait, 1))  # every refusal that names a wait says it in HTTP too
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):

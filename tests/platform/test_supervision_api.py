@@ -4,7 +4,6 @@ bureau reviews the case and releases it (the key works again) or confirms it (an
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 
 from sqlalchemy import select
 
@@ -119,7 +118,7 @@ def test_confirmed_case_keeps_the_block_and_records_an_incident(client, session)
 def test_throttle_answers_429_and_incidents_are_recorded_by_hand(client, session, monkeypatch):
     c = _cast(client, session)
     now = [1_800_000_010.0]  # a fixed clock for the per-minute window
-    monkeypatch.setattr(anomaly, "time", SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(anomaly, "_wall_seconds", lambda: now[0])
     anomaly.create_block(session, subject_type="api_key", subject_id=str(c["key_id"]), mode="throttle",
                          limit_per_minute=2, org_id=c["customer"].id)
     session.commit()
@@ -127,6 +126,7 @@ def test_throttle_answers_429_and_incidents_are_recorded_by_hand(client, session
     assert codes == [200, 200, 429]
     r = client.get("/api/v1/me", headers=c["key"])
     assert _code(r) == (429, "throttled") and r.json()["error"]["details"]["retry_after_seconds"] == 50
+    assert r.headers["Retry-After"] == "50"
     now[0] += 60
     assert client.get("/api/v1/me", headers=c["key"]).status_code == 200
 

@@ -57,9 +57,9 @@ def _args(terms):
     return {k: v for k, v in terms.items() if k != "product_id"}
 
 
-def _text(session, settings, product, cust, cert, **kw):
+def _text(session, settings, product, cust, cert, terms=None, **kw):
     return consent.prepare_text(session, settings, product=product, customer_org_id=cust.id,
-                                subject_certificate=cert, **_args(consent_terms(product, **kw)))["text"]
+                                subject_certificate=cert, **(terms or _args(consent_terms(product, **kw))))["text"]
 
 
 def test_a_key_the_customer_made_itself_is_not_the_subjects(session, db_settings, shop):
@@ -86,15 +86,15 @@ def test_a_certificate_binds_one_subject_and_one_key(session, db_settings, shop)
         _text(session, db_settings, p, cust, cert_b)  # used for A
     assert "another subject" in exc.value.message and exc.value.details["field"] == "subject_id"
     cert_a = certificate(db_settings, sk, ID_A)
-    text = _text(session, db_settings, p, cust, cert_a)
+    terms = _args(consent_terms(p))  # one set of terms: the text signed is the text granted, whatever the clock does
+    text = _text(session, db_settings, p, cust, cert_a, terms)
     other, other_pk = keypair()  # signed by a key the certificate does not certify
     with pytest.raises(consent.BadSignature):
         consent.grant(session, db_settings, product=p, customer_org_id=cust.id, actor=who(cust),
-                      subject_certificate=cert_a, signature=sign(other, text), **_args(consent_terms(p)))
+                      subject_certificate=cert_a, signature=sign(other, text), **terms)
     with pytest.raises(consent.BadCertificate) as exc:  # naming another key than the certified one
         consent.grant(session, db_settings, product=p, customer_org_id=cust.id, actor=who(cust),
-                      subject_certificate=cert_a, public_key=other_pk, signature=sign(sk, text),
-                      **_args(consent_terms(p)))
+                      subject_certificate=cert_a, public_key=other_pk, signature=sign(sk, text), **terms)
     assert exc.value.details == {"field": "public_key"}
     expired = certificate(db_settings, sk, ID_A, valid_until=utcnow() - timedelta(minutes=1))
     with pytest.raises(consent.BadCertificate) as exc:
@@ -105,7 +105,7 @@ def test_a_certificate_binds_one_subject_and_one_key(session, db_settings, shop)
         _text(session, db_settings, p, cust, tampered, subject_kind="enterprise")
     assert "does not verify" in exc.value.message
     c = consent.grant(session, db_settings, product=p, customer_org_id=cust.id, actor=who(cust),
-                      subject_certificate=cert_a, signature=sign(sk, text), **_args(consent_terms(p)))
+                      subject_certificate=cert_a, signature=sign(sk, text), **terms)
     v = consent.view(c)
     cert_sha = hashlib.sha256(cert_a["certificate"].encode()).hexdigest()
     assert v["subject_certificate"] == {"issuer": consent.issuer_id(consent.demo_issuer_key(db_settings).public_key()),
@@ -141,16 +141,17 @@ def test_a_document_signature_binds_the_terms_and_cannot_be_replayed(session, db
     cert = certificate(db_settings, sk, ID_A)
     doc = "个人授权书：本人同意查询缴费记录，用于贷前核验。".encode()
     digest = hashlib.sha256(doc).hexdigest()
+    terms = _args(consent_terms(p1))  # one set of terms for the text and the grants, whatever the clock does
     text = consent.prepare_text(session, db_settings, product=p1, customer_org_id=cust.id, subject_certificate=cert,
-                                document_sha256=digest, **_args(consent_terms(p1)))["text"]
+                                document_sha256=digest, **terms)["text"]
     assert digest in text and p1.code in text
     with pytest.raises(consent.BadSignature):  # the bare document's signature is not a consent any more
         consent.grant_document(session, db_settings, product=p1, customer_org_id=cust.id, actor=who(cust),
                                document=doc, filename="d.txt", subject_certificate=cert, signature=sign(sk, doc),
-                               **_args(consent_terms(p1)))
+                               **terms)
     c = consent.grant_document(session, db_settings, product=p1, customer_org_id=cust.id, actor=who(cust),
                                document=doc, filename="d.txt", subject_certificate=cert, signature=sign(sk, text),
-                               **_args(consent_terms(p1)))
+                               **terms)
     assert c.method == "document" and c.document_sha256 == digest
     for product, purpose in ((p2, "贷前核验"), (p1, "营销")):  # the same signature for other terms
         with pytest.raises(consent.BadSignature):
@@ -160,7 +161,7 @@ def test_a_document_signature_binds_the_terms_and_cannot_be_replayed(session, db
     with pytest.raises(consent.BadSignature):  # another document under the same signature
         consent.grant_document(session, db_settings, product=p1, customer_org_id=cust.id, actor=who(cust),
                                document=doc + b" ", filename="d.txt", subject_certificate=cert,
-                               signature=sign(sk, text), **_args(consent_terms(p1)))
+                               signature=sign(sk, text), **terms)
     assert len(session.exec(select(Consent)).all()) == 1
 
 
