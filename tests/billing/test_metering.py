@@ -275,3 +275,16 @@ def test_the_first_late_charge_of_the_year_counts_once(session, db_settings):
     session.expire_all()
     assert billed(session, w.operator.id) == 300
     assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 300
+
+
+def test_revenue_past_21_million_yuan_is_counted_to_the_fen(session):
+    """Amounts are 64-bit: a year's revenue, its ceiling and a usage record may pass 2**31 fen."""
+    w = build(session, price_fen=100)
+    pricing.set_max_revenue(session, operator_org_id=w.operator.id, year=rules.year_of(), amount_fen=10**10,
+                            drc_org_id=w.drc.id, actor=who(w.bureau))
+    session.commit()
+    for _ in range(2):  # 15 million units at 1 yuan: 15 million yuan each
+        assert charge(session, w, w.customer, units=15_000_000).amount_fen == 1_500_000_000
+        session.commit()
+    assert billed(session, w.operator.id) == 3_000_000_000 > 2**31
+    assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 3_000_000_000

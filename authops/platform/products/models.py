@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import BigInteger, JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.clock import utcnow
@@ -47,7 +47,7 @@ class ProductBatch(SQLModel, table=True):
     answered: int = 0
     refused: int = 0
     not_found: int = 0
-    amount_fen: int = 0
+    amount_fen: int = Field(default=0, sa_type=BigInteger)
     input_object_key: str = Field(max_length=300)
     result_object_key: str | None = Field(default=None, max_length=300)
     answer_set_version: int | None = None
