@@ -440,6 +440,8 @@ def profile(settings, product: str, subjects: list[str], key: str, n: int = 400,
     pr.disable()
     wall = (time.perf_counter() - t) / n
     st = pstats.Stats(pr)
+    if os.environ.get("BENCH_PSTATS"):  # the whole profile, for `python -m pstats` (where the parts come from)
+        st.dump_stats(os.environ["BENCH_PSTATS"])
     wanted = [  # (label, file fragment, function name)
         ("authenticate: API key + org + block flag", "identity/service.py", "authenticate"),
         ("anomaly block/throttle check (when flagged)", "anomaly/service.py", "check_access"),

@@ -37,6 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
@@ -171,6 +172,39 @@ def _drop_pending(session: OrmSession, *_: object) -> None:
 
 def _apply_pending(session: OrmSession) -> None:
     pendings = session.info.pop(PENDING_KEY, [])
+    if (len(pendings) == 1 and audit_log.pending(session)
+            and session.connection().dialect.name == "postgresql"):
+        # One charge (a paid call): in the audit append's own statement, so the counter's row lock is
+        # taken in the same statement as the audit chain's and both are released by the COMMIT that
+        # follows. When it does not pass (no counter yet, the ceiling, a warning threshold crossed)
+        # the ordinary path below runs instead, from the gate's fallback.
+        p = pendings[0]
+        audit_log.gate(session, audit_log.Gate(
+            key="billing.revenue", cte=_charge_cte,
+            params={"g_operator": p["operator"], "g_year": shanghai_year(p["at"]), "g_total": p["total"]},
+            fallback=lambda s: _charge_pending(s, pendings)))
+        return
+    _charge_pending(session, pendings)
+
+
+def _charge_cte():
+    """The running total's conditional UPDATE as a CTE for the audit gate: it passes only within the
+    ceiling and when no warning threshold is crossed (a crossing is recorded by the ordinary path)."""
+    rc = RevenueCounter.__table__
+    total = sa.bindparam("g_total", type_=sa.BigInteger())
+    pct = sa.func.jsonb_array_elements_text(sa.cast(rc.c.warn_at_pct, JSONB)).table_valued("value").render_derived()
+    revenue = sa.cast(rc.c.revenue_fen, sa.BigInteger())  # x 100 in 64 bits
+    threshold = sa.cast(pct.c.value, sa.BigInteger()) * rc.c.ceiling_fen
+    crosses = sa.exists(select(sa.literal(1)).select_from(pct).where(
+        revenue * 100 < threshold, threshold <= (revenue + total) * 100))
+    return (update(rc).where(rc.c.operator_org_id == sa.bindparam("g_operator"),
+                             rc.c.year == sa.bindparam("g_year"),
+                             sa.or_(rc.c.ceiling_fen.is_(None),
+                                    sa.and_(rc.c.revenue_fen + total <= rc.c.ceiling_fen, ~crosses)))
+            .values(revenue_fen=rc.c.revenue_fen + total).returning(rc.c.revenue_fen).cte("charged"))
+
+
+def _charge_pending(session: OrmSession, pendings: list[dict[str, Any]]) -> None:
     uncharged: dict[tuple[int, int], int] = {}  # recorded in billing_usage, not yet in the running total
     for pending in pendings:
         key = (pending["operator"], shanghai_year(pending["at"]))

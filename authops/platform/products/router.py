@@ -7,12 +7,15 @@ charged. See authops.platform.products.calls for the call contract.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from authops.billing import metering
 from authops.core.errors import AuthopsError
@@ -53,6 +56,19 @@ def committing_refusals(session: Session, fn, *args, **kw):
         raise
 
 
+_limiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> {size: limiter}
+
+
+def _call_limiter(settings) -> anyio.CapacityLimiter:
+    """The threads product calls may use in this process (settings.call_concurrency): one limiter per
+    event loop, made on first use (a limiter belongs to the loop it waits on)."""
+    mine = _limiters.setdefault(asyncio.get_running_loop(), {})
+    n = settings.call_concurrency
+    if n not in mine:
+        mine[n] = anyio.CapacityLimiter(n)
+    return mine[n]
+
+
 @router.post("/{code}/calls", response_model=CallOut, response_model_exclude_none=False)
 async def call_product(code: str, body: CallIn, request: Request, response: Response,
                        gate: Annotated[RequireInHandler, Depends(RequireInHandler("product.call"))],
@@ -78,7 +94,7 @@ async def call_product(code: str, body: CallIn, request: Request, response: Resp
         metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
         return out
 
-    out = await run_in_threadpool(in_transaction, request, work)
+    out = await anyio.to_thread.run_sync(in_transaction, request, work, limiter=_call_limiter(settings))
     if out.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"
     return out
