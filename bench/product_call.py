@@ -409,6 +409,7 @@ def profile(settings, product: str, subjects: list[str], key: str, n: int = 400,
     from sqlmodel import Session
 
     from authops.audit.anomaly import service as anomaly_service
+    from authops.billing import metering
     from authops.core.db import get_engine
     from authops.platform.deps import actor_of
     from authops.platform.identity import service as identity_service
@@ -426,9 +427,10 @@ def profile(settings, product: str, subjects: list[str], key: str, n: int = 400,
                 anomaly_service.check_access(s, principal, action="product.call")
             assert authorizer.allowed_now(s, principal, "product.call")
             identity_service.touch_api_key(s, principal.id, found.last_used_at)
+            metering.defer_charges(s)  # as the route: the charge goes into the audit append's statement
             calls.call(s, settings, principal=actor_of(principal), code=product, subject=subjects[i % len(subjects)],
                        purpose=purpose, idempotency_key=uuid.uuid4().hex)
-            s.commit()
+            metering.commit_charged(s)
 
     for i in range(50):
         one(i)
@@ -452,9 +454,9 @@ def profile(settings, product: str, subjects: list[str], key: str, n: int = 400,
         ("  guard_call (only when not admitted)", "governance/products.py", "guard_call"),
         ("  idempotency lookup", "billing/metering.py", "find"),
         ("  answer set check + lookup", "products/serving.py", "answers"),
-        ("  metering insert (flush)", "billing/metering.py", "meter"),
-        ("commit (audit chain claim + insert, then COMMIT)", "sqlalchemy/orm/session.py", "commit"),
-        ("  audit append", "audit/log.py", "_append_pending"),
+        ("  metering: rate + usage insert (flush)", "billing/metering.py", "meter"),
+        ("commit (charge + audit append in one statement, then COMMIT)", "sqlalchemy/orm/session.py", "commit"),
+        ("  charge + audit append", "audit/log.py", "_append_pending"),
         ("  after-commit audit subscribers (anomaly rules)", "audit/log.py", "_notify"),
         ("all DB statements (psycopg execute)", "psycopg/cursor.py", "execute"),
     ]

@@ -27,7 +27,11 @@ append, instead of inside `meter`. The counter row is then locked only for the l
 and the COMMIT, not for the rest of the request, which is what lets concurrent paid calls of one
 operator overlap. Such a caller commits with `commit_charged(session)`: a refusal then surfaces
 from the commit (the transaction rolls back, nothing is charged) and its audit event is written in
-a transaction of its own.
+a transaction of its own. On PostgreSQL a transaction with one charge and one audit event (a paid
+call) goes further: the UPDATE becomes a CTE of the audit append's own statement (audit_log.Gate),
+so the counter and the audit chain are locked by one statement and released by the COMMIT right
+after it. The CTE passes only within the ceiling and when no warning threshold is crossed; else the
+ordinary UPDATE above runs (refusing, or recording the warning) and the append follows.
 """
 
 from __future__ import annotations
