@@ -35,6 +35,7 @@ class ProductBatch(SQLModel, table=True):
     """A customer's list of subjects answered by a job into a result file only it can download."""
 
     __tablename__ = "product_batch"
+    __table_args__ = (UniqueConstraint("customer_org_id", "idempotency_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     product_id: int = Field(foreign_key="gov_product.id", index=True)
@@ -55,3 +56,5 @@ class ProductBatch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
     expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
+    idempotency_key: str | None = Field(default=None, max_length=128)  # the submission's Idempotency-Key
+    request_sha256: str = Field(default="", max_length=64)  # product, purpose and file: "the same submission"
