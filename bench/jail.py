@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from authops.platform.sandbox.jobs import jail_slot
 from authops.sandbox.jail import JailConfig, JailStatus, run_partner_code
 
 CODE = """
@@ -77,8 +78,10 @@ def main() -> None:
 
         def jailed() -> None:
             out = work / "jail-out"
-            result = run_partner_code(CODE, {"sales": source}, {}, config=JailConfig(), slot=0,
-                                      output_dir=out)
+            with jail_slot() as slot:  # as the worker does: a slot no job on this host holds (slot 0 was
+                # taken blindly, and a worker starting a job in it killed the bench's process)
+                result = run_partner_code(CODE, {"sales": source}, {}, config=JailConfig(), slot=slot,
+                                          output_dir=out)
             assert result.status is JailStatus.OK, result
             shutil.rmtree(out)
 

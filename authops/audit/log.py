@@ -10,6 +10,11 @@ and no forks. On PostgreSQL a transaction's single event (a product call's) is l
 inserted and the head moved in one statement, hashed by the database (`_append_in_database`),
 so the lock spans that statement and the COMMIT only, not the application's work in between.
 Several events, and SQLite, take three statements (claim the tip, insert, move the tip).
+A layer above may hand that one statement a `Gate`: another hot-row write (the operator's revenue
+total, taken by a paid call) that runs first in the same statement, the append happening only if
+the gate's write did; so both row locks are taken in one statement and released by the COMMIT
+right after it. When the gate does not pass (or the one-statement path does not apply) its
+fallback runs first, in the ordinary way, and the events are appended as usual.
 Events carry who, what, when, where from, outcome and sizes: never data values.
 """
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, event, func, select
+from sqlalchemy import Text, bindparam, cast, event, exists, func, literal, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 
@@ -34,6 +39,7 @@ from authops.core.identity import Principal
 
 PENDING_KEY = "authops.audit.pending"
 APPENDED_KEY = "authops.audit.appended"
+GATE_KEY = "authops.audit.gate"
 OUTCOMES = {"ok", "denied", "error", "blocked"}
 _installed = threading.Lock()
 _listening = False
@@ -103,6 +109,33 @@ def pending(session: OrmSession) -> list[PendingEvent]:
     return list(session.info.get(PENDING_KEY, []))
 
 
+@dataclass
+class Gate:
+    """A write to run in the same statement as this transaction's audit append, ahead of it.
+
+    `cte()` builds a data-modifying CTE (UPDATE ... RETURNING) that returns a row when its write
+    happened; the statement for a `key` is built once. `params` binds it (names not starting "e_"
+    or "before_"/"after_"). `on_result(session, row)` gets the CTE's returned columns when it
+    passed; `fallback(session)` runs instead, before an ordinary append, when it did not or when
+    the one-statement path does not apply (several events, SQLite): it does the write the slow way
+    and may raise, or queue more events."""
+    key: str
+    cte: Callable[[], Any]
+    params: dict[str, Any]
+    fallback: Callable[[OrmSession], None]
+    on_result: Callable[[OrmSession, tuple], None] | None = None
+
+
+def gate(session: OrmSession, g: Gate) -> None:
+    """Have this transaction's audit append carry `g` (see Gate). Only with an event queued: the
+    append that consumes the gate is then sure to run at commit."""
+    if not session.info.get(PENDING_KEY):
+        raise RuntimeError("an audit gate needs an event queued in the same transaction")
+    if GATE_KEY in session.info:
+        raise RuntimeError("one audit gate per transaction")
+    session.info[GATE_KEY] = g
+
+
 # Called after a commit that appended events, with (engine, [seq, ...]); e.g. anomaly rules.
 _subscribers: list[Callable[[Engine, list[int]], None]] = []
 
@@ -127,10 +160,23 @@ def install() -> None:
 def _drop_pending(session: OrmSession, *_: object) -> None:
     session.info.pop(PENDING_KEY, None)
     session.info.pop(APPENDED_KEY, None)
+    session.info.pop(GATE_KEY, None)
 
 
 def _append_pending(session: OrmSession) -> None:
+    g: Gate | None = session.info.pop(GATE_KEY, None)
     events: list[PendingEvent] = session.info.pop(PENDING_KEY, [])
+    if g is not None:
+        session.flush()
+        if len(events) == 1 and session.connection().dialect.name == "postgresql":
+            row = _append_in_database(session.connection(), events[0], g)
+            if row is not None:
+                session.info[APPENDED_KEY] = [int(row[0])]
+                if g.on_result is not None:
+                    g.on_result(session, tuple(row[1:]))
+                return
+        g.fallback(session)  # the gate's write the ordinary way (it may raise, or queue events)
+        events += session.info.pop(PENDING_KEY, [])
     if events:
         session.flush()  # the transaction's own writes first: the chain head stays locked only for the append
         first = append(session, events)
@@ -199,7 +245,7 @@ def _claim(conn, n: int) -> tuple[int, str]:
     return int(row[0]) - n, row[1]
 
 
-def _append_in_database(conn, ev: PendingEvent) -> int:
+def _append_in_database(conn, ev: PendingEvent, g: Gate | None = None) -> Any:
     """One event on PostgreSQL, in one statement that locks the tip, chains, inserts and moves the
     tip, so the lock is held for that statement and the COMMIT only: none of this process's work
     (which may wait for a CPU or the GIL) sits between taking the lock and asking to release it.
@@ -208,22 +254,32 @@ def _append_in_database(conn, ev: PendingEvent) -> int:
     sorted keys put `"prev":"…","seq":…,` together, so the text around them is prepared here (the
     split is found through a random stand-in for prev) and the database joins the three parts with
     the tip's hash and the next seq, and hashes the result with sha256(): the same bytes and hash
-    `canonical.encode` and `chain_hash` give, which the verifiers recompute."""
+    `canonical.encode` and `chain_hash` give, which the verifiers recompute.
+
+    With a gate: returns (seq, *the gate's columns), or None when the gate's write did not happen
+    (then neither did the append)."""
     stand_in = secrets.token_hex(16)
     text = canonical.encode(_body(ev, 0, stand_in)).decode("utf-8")
     joint = f'"prev":"{stand_in}","seq":0,'
     at = text.index(joint)
-    row = conn.execute(_APPEND_ONE, {**{"e_" + k: v for k, v in _columns(ev).items()},
-                                     "before_prev": text[:at] + '"prev":"', "before_seq": '","seq":',
-                                     "after_seq": "," + text[at + len(joint):]}).first()
+    params = {**{"e_" + k: v for k, v in _columns(ev).items()},
+              "before_prev": text[:at] + '"prev":"', "before_seq": '","seq":', "after_seq": "," + text[at + len(joint):]}
+    if g is not None:
+        stmt = _GATED.get(g.key)
+        if stmt is None:
+            stmt = _GATED.setdefault(g.key, _append_one_statement(g.cte()))
+        return conn.execute(stmt, {**params, **g.params}).first()
+    row = conn.execute(_APPEND_ONE, params).first()
     if row is None:
         raise RuntimeError("audit_head row missing: run `authops db upgrade`")
     return int(row[0])
 
 
-def _append_one_statement():
-    tip = (select((_HEAD.c.seq + 1).label("seq"), _HEAD.c.hash.label("prev")).where(_HEAD.c.id == 1)
-           .with_for_update().cte("tip"))
+def _append_one_statement(gate_cte: Any = None):
+    tip = select((_HEAD.c.seq + 1).label("seq"), _HEAD.c.hash.label("prev")).where(_HEAD.c.id == 1)
+    if gate_cte is not None:  # the append happens only if the gate's write did
+        tip = tip.where(exists(select(literal(1)).select_from(gate_cte)))
+    tip = tip.with_for_update().cte("tip")
     joined = (bindparam("before_prev", type_=Text()) + tip.c.prev + bindparam("before_seq", type_=Text())
               + cast(tip.c.seq, Text()) + bindparam("after_seq", type_=Text()))
     body = select(tip.c.seq, tip.c.prev, func.convert_to(joined, "UTF8").label("data")).cte("body")
@@ -233,9 +289,13 @@ def _append_one_statement():
         select(body.c.seq, *(bindparam("e_" + c.name, type_=c.type) for c in named), body.c.prev,
                func.encode(func.sha256(body.c.data), "hex"), body.c.data))
         .returning(_EVENT.c.seq, _EVENT.c.hash).cte("inserted"))
-    return (_HEAD.update().where(_HEAD.c.id == 1)
-            .values(seq=select(inserted.c.seq).scalar_subquery(), hash=select(inserted.c.hash).scalar_subquery())
-            .returning(_HEAD.c.seq))
+    move = (_HEAD.update().where(_HEAD.c.id == 1)
+            .values(seq=select(inserted.c.seq).scalar_subquery(), hash=select(inserted.c.hash).scalar_subquery()))
+    if gate_cte is None:
+        return move.returning(_HEAD.c.seq)
+    return (move.where(exists(select(inserted.c.seq)))
+            .returning(_HEAD.c.seq, *(select(c).scalar_subquery() for c in gate_cte.c)))
 
 
 _APPEND_ONE = _append_one_statement()  # built once: its compiled form is cached
+_GATED: dict[str, Any] = {}  # the gated forms, one per Gate.key, built on first use

@@ -27,7 +27,11 @@ append, instead of inside `meter`. The counter row is then locked only for the l
 and the COMMIT, not for the rest of the request, which is what lets concurrent paid calls of one
 operator overlap. Such a caller commits with `commit_charged(session)`: a refusal then surfaces
 from the commit (the transaction rolls back, nothing is charged) and its audit event is written in
-a transaction of its own.
+a transaction of its own. On PostgreSQL a transaction with one charge and one audit event (a paid
+call) goes further: the UPDATE becomes a CTE of the audit append's own statement (audit_log.Gate),
+so the counter and the audit chain are locked by one statement and released by the COMMIT right
+after it. The CTE passes only within the ceiling and when no warning threshold is crossed; else the
+ordinary UPDATE above runs (refusing, or recording the warning) and the append follows.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
@@ -78,15 +83,26 @@ def find(session: Session, customer_org_id: int, idempotency_key: str) -> UsageR
                            ).scalars().first()
 
 
-def _terms_statement():
-    cap = (select(PriceCap.cap_fen).where(PriceCap.product_id == sa.bindparam("product_id"),
-                                          PriceCap.unit == sa.bindparam("unit"),
-                                          PriceCap.effective_from <= sa.bindparam("at"))
+def unit_of(method: Any) -> Any:
+    """SQL: the price unit of a pricing method (METHOD_UNIT; '' for none, as METHOD_UNIT.get gives)."""
+    return sa.case(METHOD_UNIT, value=method, else_="")
+
+
+def terms_columns(product_id: Any, operator_org_id: Any, unit: Any, at: Any) -> tuple[Any, Any]:
+    """SQL: (operator's price in force, bureau's cap in force) for a product and unit at `at`, as
+    scalar subqueries, for a statement that reads the product anyway (governance's admit_call)."""
+    cap = (select(PriceCap.cap_fen).where(PriceCap.product_id == product_id, PriceCap.unit == unit,
+                                          PriceCap.effective_from <= at)
            .order_by(PriceCap.id.desc()).limit(1).scalar_subquery())
-    price = (select(Price.price_fen).where(Price.operator_org_id == _PRODUCT.c.operator_org_id,
-                                           Price.product_id == sa.bindparam("product_id"),
-                                           Price.unit == sa.bindparam("unit"), in_force_clause(sa.bindparam("at")))
+    price = (select(Price.price_fen).where(Price.operator_org_id == operator_org_id, Price.product_id == product_id,
+                                           Price.unit == unit, in_force_clause(at))
              .order_by(Price.id.desc()).limit(1).scalar_subquery())
+    return price, cap
+
+
+def _terms_statement():
+    price, cap = terms_columns(sa.bindparam("product_id"), _PRODUCT.c.operator_org_id, sa.bindparam("unit"),
+                               sa.bindparam("at"))
     return select(_PRODUCT.c.operator_org_id, _PRODUCT.c.category, price, cap).where(
         _PRODUCT.c.id == sa.bindparam("product_id"))
 
@@ -100,7 +116,13 @@ def terms_in_force(session: Session, product_id: int, unit: str, at: datetime) -
     row = session.execute(_TERMS, {"product_id": product_id, "unit": unit, "at": at}).first()
     if row is None:
         raise InvalidInput(f"no product {product_id}", details={"field": "product_id"})
-    return row[0], row[1] in FREE_CATEGORIES, row[2], row[3]
+    return terms_of(row[0], row[1], row[2], row[3])
+
+
+def terms_of(operator_org_id: int | None, category: str | None, price_fen: int | None, cap_fen: int | None
+             ) -> tuple[int | None, bool, int | None, int | None]:
+    """terms_in_force's answer from columns another statement read (see terms_columns)."""
+    return operator_org_id, category in FREE_CATEGORIES, price_fen, cap_fen
 
 
 def _charge(session: Session, operator_org_id: int, at: datetime, total: int, *, recorded_fen: int = 0
@@ -171,6 +193,39 @@ def _drop_pending(session: OrmSession, *_: object) -> None:
 
 def _apply_pending(session: OrmSession) -> None:
     pendings = session.info.pop(PENDING_KEY, [])
+    if (len(pendings) == 1 and audit_log.pending(session)
+            and session.connection().dialect.name == "postgresql"):
+        # One charge (a paid call): in the audit append's own statement, so the counter's row lock is
+        # taken in the same statement as the audit chain's and both are released by the COMMIT that
+        # follows. When it does not pass (no counter yet, the ceiling, a warning threshold crossed)
+        # the ordinary path below runs instead, from the gate's fallback.
+        p = pendings[0]
+        audit_log.gate(session, audit_log.Gate(
+            key="billing.revenue", cte=_charge_cte,
+            params={"g_operator": p["operator"], "g_year": shanghai_year(p["at"]), "g_total": p["total"]},
+            fallback=lambda s: _charge_pending(s, pendings)))
+        return
+    _charge_pending(session, pendings)
+
+
+def _charge_cte():
+    """The running total's conditional UPDATE as a CTE for the audit gate: it passes only within the
+    ceiling and when no warning threshold is crossed (a crossing is recorded by the ordinary path)."""
+    rc = RevenueCounter.__table__
+    total = sa.bindparam("g_total", type_=sa.BigInteger())
+    pct = sa.func.jsonb_array_elements_text(sa.cast(rc.c.warn_at_pct, JSONB)).table_valued("value").render_derived()
+    revenue = sa.cast(rc.c.revenue_fen, sa.BigInteger())  # x 100 in 64 bits
+    threshold = sa.cast(pct.c.value, sa.BigInteger()) * rc.c.ceiling_fen
+    crosses = sa.exists(select(sa.literal(1)).select_from(pct).where(
+        revenue * 100 < threshold, threshold <= (revenue + total) * 100))
+    return (update(rc).where(rc.c.operator_org_id == sa.bindparam("g_operator"),
+                             rc.c.year == sa.bindparam("g_year"),
+                             sa.or_(rc.c.ceiling_fen.is_(None),
+                                    sa.and_(rc.c.revenue_fen + total <= rc.c.ceiling_fen, ~crosses)))
+            .values(revenue_fen=rc.c.revenue_fen + total).returning(rc.c.revenue_fen).cte("charged"))
+
+
+def _charge_pending(session: OrmSession, pendings: list[dict[str, Any]]) -> None:
     uncharged: dict[tuple[int, int], int] = {}  # recorded in billing_usage, not yet in the running total
     for pending in pendings:
         key = (pending["operator"], shanghai_year(pending["at"]))
@@ -207,14 +262,17 @@ def commit_charged(session: Session) -> None:
 def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_id: int, request_id: str,
           pricing_method: str, price_fen: int, units: int = 1, channel: str = "call",
           idempotency_key: str | None = None, request_sha256: str = "", response: dict[str, Any] | None = None,
-          at: datetime | None = None) -> UsageRecord:
+          at: datetime | None = None, terms: tuple[int | None, bool, int | None, int | None] | None = None
+          ) -> UsageRecord:
     """Rate, charge against the ceiling and add the usage record (see the module docstring).
 
     When `response` carries a "metered" entry, its amount_fen is set to the amount charged (the
-    stored response, which a replay returns, then agrees with the charge)."""
+    stored response, which a replay returns, then agrees with the charge). `terms`: terms_in_force's
+    answer for this product, unit and `at` when the caller read it already (a product call reads it
+    with the agreement: terms_columns)."""
     at = at or utcnow()
     unit = METHOD_UNIT.get(pricing_method, "")
-    operator, free, price, cap = terms_in_force(session, product_id, unit, at)
+    operator, free, price, cap = terms or terms_in_force(session, product_id, unit, at)
     unit_price, source = rate(price_fen, price, cap, free=free or pricing_method in UNPRICED)
     unit_price, total = amount(pricing_method, unit_price, units, channel=channel)
     if total and operator is not None and session.info.get(DEFER_KEY):

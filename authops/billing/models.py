@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, JSON, Column, Date, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.clock import utcnow
@@ -37,8 +37,8 @@ class UsageRecord(SQLModel, table=True):
     request_id: str = Field(max_length=40, unique=True)
     channel: str = Field(default="call", max_length=16)  # call | batch
     units: int = 1
-    unit_price_fen: int = 0
-    amount_fen: int = 0
+    unit_price_fen: int = Field(default=0, sa_type=BigInteger)
+    amount_fen: int = Field(default=0, sa_type=BigInteger)
     pricing_method: str = Field(default="", max_length=16)
     idempotency_key: str | None = Field(default=None, max_length=128)
     request_sha256: str = Field(default="", max_length=64)
@@ -46,7 +46,7 @@ class UsageRecord(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False, index=True))
     operator_org_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
     unit: str = Field(default="", max_length=16)
-    agreed_price_fen: int = 0
+    agreed_price_fen: int = Field(default=0, sa_type=BigInteger)
     price_source: str = Field(default="agreement", max_length=16)
 
 
@@ -59,7 +59,7 @@ class MaxRevenue(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     year: int = Field(index=True)
-    amount_fen: int
+    amount_fen: int = Field(sa_type=BigInteger)
     warn_at_pct: list[int] = json_field(list)
     co_set_by_org_id: int | None = Field(default=None, foreign_key="organisation.id")  # the DRC
     set_by_org_id: int = Field(foreign_key="organisation.id")
@@ -77,7 +77,7 @@ class PriceCap(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     product_id: int = Field(foreign_key="gov_product.id", index=True)
     unit: str = Field(max_length=16)
-    cap_fen: int
+    cap_fen: int = Field(sa_type=BigInteger)
     set_by_org_id: int = Field(foreign_key="organisation.id")
     set_by: str = Field(default="", max_length=100)
     reason: str = Field(default="", max_length=500)
@@ -95,7 +95,7 @@ class Price(SQLModel, table=True):
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     product_id: int = Field(foreign_key="gov_product.id", index=True)
     unit: str = Field(max_length=16)
-    price_fen: int
+    price_fen: int = Field(sa_type=BigInteger)
     kind: str = Field(default="regular", max_length=16)  # regular | trial
     basis: str = Field(default="", sa_column=Column(Text, nullable=False))
     set_by: str = Field(default="", max_length=100)
@@ -127,8 +127,8 @@ class RevenueCounter(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     operator_org_id: int = Field(foreign_key="organisation.id")
     year: int
-    revenue_fen: int = 0
-    ceiling_fen: int | None = None
+    revenue_fen: int = Field(default=0, sa_type=BigInteger)
+    ceiling_fen: int | None = Field(default=None, sa_type=BigInteger)
     warn_at_pct: list[int] = json_field(list)
 
 
@@ -143,8 +143,8 @@ class RevenueWarning(SQLModel, table=True):
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     year: int
     threshold_pct: int
-    revenue_fen: int
-    ceiling_fen: int
+    revenue_fen: int = Field(sa_type=BigInteger)
+    ceiling_fen: int = Field(sa_type=BigInteger)
     at: datetime = timestamp_field()
     notified_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
 
@@ -158,7 +158,7 @@ class BookEntry(SQLModel, table=True):
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     book: str = Field(max_length=16)  # cost | revenue
     category: str = Field(max_length=32)
-    amount_fen: int  # negative only in a reversing entry
+    amount_fen: int = Field(sa_type=BigInteger)  # negative only in a reversing entry
     occurred_on: date = Field(sa_column=Column(Date(), nullable=False))
     year: int = Field(index=True)
     description: str = Field(default="", max_length=500)
@@ -178,7 +178,7 @@ class Settlement(SQLModel, table=True):
     number: str = Field(max_length=32, unique=True)
     operator_org_id: int = Field(foreign_key="organisation.id", index=True)
     year: int
-    revenue_fen: int = 0
+    revenue_fen: int = Field(default=0, sa_type=BigInteger)
     rule: str = Field(default="equal", max_length=16)
     inputs: dict[str, Any] = json_field()
     created_by: str = Field(default="", max_length=100)
@@ -197,6 +197,6 @@ class SettlementLine(SQLModel, table=True):
     product_id: int = Field(foreign_key="gov_product.id")
     party: str = Field(max_length=16)  # provider | operator | partner | public
     party_org_id: int | None = Field(default=None, foreign_key="organisation.id")
-    amount_fen: int
+    amount_fen: int = Field(sa_type=BigInteger)
     non_tax: bool = False
     basis: dict[str, Any] = json_field()

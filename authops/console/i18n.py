@@ -29,6 +29,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "password": ("密码", "Password"),
     "login_failed": ("用户名或密码错误，或账户已锁定。", "Wrong username or password, or the account is locked."),
     "login_blocked": ("该账户或地址已被异常处置封禁。", "This account or address is blocked by anomaly supervision."),
+    "login_throttled": ("登录尝试过于频繁，请稍后再试。", "Too many login attempts; please wait a moment and try again."),
     # navigation
     "nav_home": ("首页", "Home"),
     "nav_scenarios": ("场景申请", "Scenario applications"),

@@ -35,6 +35,7 @@ from authops.core.clock import show, to_shanghai, utcnow
 from authops.core.errors import Forbidden, InvalidInput, NotFound
 from authops.core.jobs.models import Job
 from authops.platform.deps import ObjectId, SessionDep, SettingsDep, actor_of, client_ip
+from authops.platform import limits
 from authops.platform.governance import agreements, disclosure, scenarios
 from authops.platform.governance.models import Case
 from authops.platform.governance.routes_scenarios import DecisionIn, ExpertVoteIn
@@ -86,6 +87,9 @@ def login(request: Request, session: SessionDep, settings: SettingsDep, username
         return RedirectResponse(f"{PREFIX}/login?failed=credentials&next={_safe_next(next)}", status_code=303)
     except Forbidden:  # the user or address is under an anomaly block
         return RedirectResponse(f"{PREFIX}/login?failed=blocked&next={_safe_next(next)}", status_code=303)
+    except limits.RateLimited as exc:  # too many attempts: the page says so (and when), not a JSON body
+        return RedirectResponse(f"{PREFIX}/login?failed=throttled&next={_safe_next(next)}", status_code=303,
+                                headers={"Retry-After": str(exc.retry_after)})
     response = RedirectResponse(_safe_next(next), status_code=303)
     security.set_cookie(response, request, security.SESSION_COOKIE, token.access_token,
                         max_age=settings.token_ttl_seconds)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -53,8 +55,34 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     # connect_timeout: an unreachable server (a host down, a dropped route) fails a request in seconds,
     # as a refused connection does, instead of after the operating system's TCP retries (minutes).
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    engine = create_engine(url, pool_size=10, max_overflow=20,
+                           connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+    event.listen(engine.pool, "checkin", _checked_in)
+    event.listen(engine.pool, "checkout", _ping_if_idle)
+    return engine
+
+
+# A pooled connection is pinged before use only when it sat idle for PING_IDLE_SECONDS or more: one
+# that came back a moment ago is almost surely alive, and under load (when connections are reused
+# within milliseconds) a ping per checkout would be a round trip per request. A server restart kills
+# busy connections too: the first statement on one then fails, which invalidates the whole pool (so
+# the next checkout connects afresh) and answers that one request 503 database_unavailable.
+PING_IDLE_SECONDS = 2.0
+
+
+def _checked_in(_dbapi_conn, record) -> None:
+    record.info["checked_in"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+    since = record.info.get("checked_in")
+    if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+        return  # new (just connected) or recently used
+    try:
+        dbapi_conn.execute("SELECT 1")
+        dbapi_conn.rollback()
+    except Exception as exc:  # the pool discards this connection and checks out another (up to 3 tries)
+        raise sa_exc.DisconnectionError("pooled connection is dead") from exc
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

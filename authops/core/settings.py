@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Where the counters live: "" = a Redis when there is one (a redis:// broker URL, or the embedded
     # broker), else each process alone; "memory" = each process alone; "redis://host:port/db" = there.
     rate_limit_url: str = ""
+    # Product calls run in at most call_concurrency worker threads per API process (the rest wait
+    # their turn in the event loop): enough to overlap database round trips, few enough that the
+    # threads do not take turns for the interpreter lock while holding the hot rows' locks.
+    call_concurrency: int = Field(6, ge=1, le=64)
     # Request bodies: at most max_body_bytes (JSON, forms), max_upload_bytes for multipart uploads
     # (the catalogue takes files up to 200 MiB); larger ones are refused with 413.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)

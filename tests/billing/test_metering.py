@@ -11,10 +11,12 @@ import threading
 
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event as sa_event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from authops.audit import canonical
+from authops.audit import log as audit_log
 from authops.billing import metering
 from authops.billing import prices as rules
 from authops.billing.models import RevenueWarning, UsageRecord
@@ -123,10 +125,14 @@ def test_raising_the_maximum_revenue_reopens_paid_orders(session):
 
 
 @pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("late", [False, True], ids=["charged-in-meter", "charged-at-commit"])
+@pytest.mark.parametrize("late", [False, True, "audited"],
+                         ids=["charged-in-meter", "charged-at-commit", "charged-in-the-audit-append"])
 def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings, late):
     """Also with the late charge of the synchronous-call path (defer_charges): the refusal then
-    comes from the commit, and is audited apart from the rolled-back transaction."""
+    comes from the commit, and is audited apart from the rolled-back transaction. "audited": each
+    use also records its audit event, as a product call does, so the charge runs inside the audit
+    append's statement (audit_log.Gate), and falls back to the ordinary path near the ceiling and
+    at the warning thresholds."""
     w = build(session, price_fen=100)
     pricing.set_max_revenue(session, operator_org_id=w.operator.id, year=rules.year_of(), amount_fen=2_050,
                             drc_org_id=w.drc.id, actor=who(w.bureau))
@@ -134,6 +140,13 @@ def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings, 
     engine = core_db.get_engine(db_settings)
     outcomes: list[str] = []
     gate = threading.Barrier(50)
+    one_statement: list[str] = []  # charges made inside the audit append's statement
+
+    def seen(_conn, _cursor, statement, *_):
+        if statement.lstrip().startswith("WITH charged AS"):
+            one_statement.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", seen)
 
     def one(i: int) -> None:
         with Session(engine) as s:
@@ -142,6 +155,8 @@ def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings, 
             gate.wait()
             try:
                 charge(s, w, w.customer if i % 2 else w.customer2)
+                if late == "audited":
+                    audit_log.record(s, audit_log.SYSTEM, "test.use", object_id=i)
                 metering.commit_charged(s) if late else s.commit()
                 outcomes.append("charged")
             except metering.RevenueCeilingReached:
@@ -161,6 +176,19 @@ def test_fifty_parallel_calls_stop_exactly_at_the_ceiling(session, db_settings, 
     refusals = session.execute(select(func.count()).select_from(AuditEvent)
                                .where(AuditEvent.action == "billing.revenue.refused")).scalar_one()
     assert refusals == (30 if late else 0)  # in meter, the caller's rollback drops the refusal's event
+    warned = session.execute(select(RevenueWarning.threshold_pct, RevenueWarning.revenue_fen)
+                             .order_by(RevenueWarning.threshold_pct)).all()
+    assert [tuple(x) for x in warned] == [(80, 1700), (95, 2000)]  # 80% of 2,050 is 1,640; 95% is 1,947.5
+    sa_event.remove(engine, "before_cursor_execute", seen)
+    # the gated statement was tried by all 50 (the 30 refused and the 2 crossing a threshold fell back)
+    assert len(one_statement) == (50 if late == "audited" else 0)
+    if late == "audited":  # one event per use that charged, on an unbroken chain
+        events = list(session.exec(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all())
+        assert sum(e.action == "test.use" for e in events) == 20
+        prev = canonical.GENESIS
+        for e in events:
+            assert e.prev_hash == prev and canonical.chain_hash(e.canonical) == e.hash
+            prev = e.hash
 
 
 @given(agreed=st.integers(0, 10**6), price=st.none() | st.integers(0, 10**6), cap=st.none() | st.integers(0, 10**6),
@@ -275,3 +303,16 @@ def test_the_first_late_charge_of_the_year_counts_once(session, db_settings):
     session.expire_all()
     assert billed(session, w.operator.id) == 300
     assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 300
+
+
+def test_revenue_past_21_million_yuan_is_counted_to_the_fen(session):
+    """Amounts are 64-bit: a year's revenue, its ceiling and a usage record may pass 2**31 fen."""
+    w = build(session, price_fen=100)
+    pricing.set_max_revenue(session, operator_org_id=w.operator.id, year=rules.year_of(), amount_fen=10**10,
+                            drc_org_id=w.drc.id, actor=who(w.bureau))
+    session.commit()
+    for _ in range(2):  # 15 million units at 1 yuan: 15 million yuan each
+        assert charge(session, w, w.customer, units=15_000_000).amount_fen == 1_500_000_000
+        session.commit()
+    assert billed(session, w.operator.id) == 3_000_000_000 > 2**31
+    assert rules.ensure_counter(session, w.operator.id, rules.year_of()).revenue_fen == 3_000_000_000

@@ -140,3 +140,22 @@ def test_signed_in_pages_cannot_be_framed_or_cached(web, world):
     console_login(web, world.users["auditor"].username)
     r = web.get("/console/audit")
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("db_settings", ["sqlite"], indirect=True)
+def test_too_many_logins_show_the_login_page_with_the_reason_not_json(db_settings, session):
+    from authops.app import create_app
+    from tests.console.conftest import with_console
+    from tests.console.world import build_world
+
+    app = with_console(create_app(db_settings.model_copy(update={"rate_limit_url": "memory",
+                                                                 "rate_limit_login_per_user": 1})))
+    with TestClient(app) as c:
+        user = build_world(session, db_settings).users["expert"].username
+        assert _login_response(c, user).status_code == 303 and c.cookies.get("authops_console")
+        c.cookies.clear()
+        r = _login_response(c, user)  # the right password, but a second attempt in the window
+        assert r.status_code == 303 and "failed=throttled" in r.headers["location"]
+        assert r.headers["Retry-After"].isdigit()
+        page = c.get(r.headers["location"])
+        assert page.status_code == 200 and "登录尝试过于频繁" in page.text and c.cookies.get("authops_console") is None

@@ -140,3 +140,71 @@ def test_without_an_agreement_a_batch_is_refused(client, session, world):
     session.commit()
     r = _upload(client, login(client, user.username), world["product"].code, f"subject\n{ID_A}\n")
     assert r.status_code == 403 and r.json()["error"]["code"] == "no_active_agreement"
+
+
+def test_a_retried_upload_with_its_idempotency_key_is_the_same_batch_charged_once(client, session, db_settings,
+                                                                                  world):
+    p = world["product"]
+    give_consent(session, db_settings, p, world["customer"].id, ID_A)
+    session.commit()
+    headers = login(client, world["user"].username)
+    text = f"subject\n{ID_A}\n"
+
+    def upload(key, body=text, purpose="贷前核验", who=headers):
+        return client.post(f"/api/v1/products/{p.code}/batches", headers={**who, "Idempotency-Key": key},
+                           data={"purpose": purpose}, files={"file": ("subjects.csv", body.encode(), "text/csv")})
+
+    first = upload("retry-1")
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    again = upload("retry-1")  # the client did not see the answer and sends the same upload again
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["job_id"] == first.json()["job_id"]
+    for other in ({"body": f"subject\n{ID_B}\n"}, {"purpose": "营销"}):  # the key, reused for another request
+        r = upload("retry-1", **other)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict"
+        assert r.json()["error"]["details"]["batch_id"] == first.json()["id"]
+    # another customer's key of the same name is its own
+    stranger = login(client, world["stranger_user"].username)
+    assert upload("retry-1", who=stranger).json()["id"] != first.json()["id"]
+    assert upload("retry-2").json()["id"] != first.json()["id"]  # a new key is a new batch
+    mine = session.exec(select(ProductBatch).where(ProductBatch.customer_org_id == world["customer"].id)).all()
+    assert len(mine) == 2
+    assert job_service.run_job(db_settings, first.json()["job_id"], worker="test") == "succeeded"
+    usage = session.exec(select(UsageRecord).where(UsageRecord.customer_org_id == world["customer"].id)).all()
+    assert [u.amount_fen for u in usage] == [30]  # the first batch, charged once
+
+
+@pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
+def test_two_uploads_at_once_under_one_key_make_one_batch(session, db_settings, world):
+    import threading
+
+    from sqlmodel import Session
+
+    from authops.core.db import get_engine
+    from authops.core.settings import Settings
+    from tests.platform.governance.matrix_products import who
+
+    p = world["product"]
+    give_consent(session, db_settings, p, world["customer"].id, ID_A)
+    session.commit()
+    start, ids, errors = threading.Barrier(4), [], []
+
+    def submit() -> None:
+        try:
+            with Session(get_engine(db_settings)) as s:
+                start.wait()
+                b, _ = batch.submit(s, Settings(**db_settings.model_dump()), principal=who(world["customer"].id),
+                                    code=p.code, data=f"subject\n{ID_A}\n".encode(), purpose="贷前核验",
+                                    idempotency_key="same-key")
+                s.commit()
+                ids.append(b.id)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(ids) == 4 and len(set(ids)) == 1
+    assert len(session.exec(select(ProductBatch).where(ProductBatch.idempotency_key == "same-key")).all()) == 1

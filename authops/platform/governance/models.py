@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Date, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, JSON, Column, Date, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.types import json_field, timestamp_field
@@ -237,7 +237,7 @@ class Product(SQLModel, table=True):
         return bool(self.personal_information or self.consent_required)
     spec: dict[str, Any] = json_field()
     pricing_basis: str = Field(default="", sa_column=Column(Text, nullable=False))
-    price_fen: int = 0
+    price_fen: int = Field(default=0, sa_type=BigInteger)
     price_unit: str = Field(default="call", max_length=16)  # call | record | month | batch
     scope_of_use: str = Field(default="", sa_column=Column(Text, nullable=False))
     manner_of_use: str = Field(default="", sa_column=Column(Text, nullable=False))

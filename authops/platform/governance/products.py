@@ -30,6 +30,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from authops.audit import log as audit_log
+from authops.billing import metering
 from authops.core.clock import show, utcnow
 from authops.core.errors import AuthopsError, Conflict, Forbidden, InvalidInput, NotFound
 from authops.core.identity import OrgKind, Principal
@@ -591,12 +592,16 @@ def guard_use(session: Session, p: Product, customer_org_id: int, who: audit_log
 def _admit_statement():
     p, a, c = Product.__table__.c, Agreement.__table__.c, Consent.__table__.c
     customer, today = bindparam("customer"), bindparam("today")
+    # what metering would read next (the price and cap in force for the agreement's unit), read here
+    price, cap = metering.terms_columns(p.id, p.operator_org_id, metering.unit_of(a.terms["pricing_method"].as_string()),
+                                        bindparam("now"))
     in_force = ((a.kind == "usage") & (a.product_id == p.id) & (a.party_b_org_id == customer)
                 & (a.state == "active") & (a.starts_on <= today) & (a.ends_on >= today))
     theirs = (c.product_id == p.id) & (c.customer_org_id == customer) & (c.subject_key == bindparam("subject_key"))
     return (sa_select(p.id, p.code, p.registration_number, p.state, p.personal_information, p.consent_required,
                       a.id.label("agreement_id"), a.number, a.terms, a.ends_on, c.id.label("consent_id"),
-                      c.state.label("consent_state"), c.valid_from, c.valid_until, c.purpose)
+                      c.state.label("consent_state"), c.valid_from, c.valid_until, c.purpose,
+                      p.operator_org_id, p.category, price.label("price_in_force"), cap.label("cap_in_force"))
             .select_from(Product.__table__.outerjoin(Agreement.__table__, in_force)
                          .outerjoin(Consent.__table__, theirs))
             .where(p.code == bindparam("code")))
@@ -616,6 +621,8 @@ class Admitted:
     agreement_number: str
     agreement_terms: dict[str, Any]
     consent_id: int | None
+    at: datetime | None = None  # when the call was admitted, and the terms below read
+    billing_terms: tuple | None = None  # metering.terms_in_force's answer at `at` (metering.meter's terms)
 
 
 def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id: str | None = None,
@@ -631,7 +638,7 @@ def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id:
     settings = settings or get_settings()
     now = utcnow()
     key = consent.subject_key(settings, subject_id) if subject_id else None
-    rows = session.connection().execute(_ADMIT, {"code": code, "customer": customer_org_id,
+    rows = session.connection().execute(_ADMIT, {"code": code, "customer": customer_org_id, "now": now,
                                                  "today": agreements.today(now), "subject_key": key}).all()
     if not rows:
         return None
@@ -650,4 +657,6 @@ def admit_call(session: Session, *, code: str, customer_org_id: int, subject_id:
         consent_id = found.id
     return Admitted(product_id=first.id, code=first.code, registration_number=first.registration_number,
                     agreement_id=usage.agreement_id, agreement_number=usage.number,
-                    agreement_terms=dict(usage.terms or {}), consent_id=consent_id)
+                    agreement_terms=dict(usage.terms or {}), consent_id=consent_id, at=now,
+                    billing_terms=metering.terms_of(first.operator_org_id, first.category, usage.price_in_force,
+                                                    usage.cap_in_force))

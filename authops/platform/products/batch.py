@@ -20,12 +20,14 @@ The result is readable only by the customer that uploaded it (others: 404) until
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from authops.audit import log as audit_log
@@ -43,6 +45,7 @@ from authops.platform.governance.products import guard_call, guard_use
 from authops.platform.products import calls, serving, uploads
 from authops.platform.products.models import ProductBatch
 from authops.products.runtime import answers as rt
+from authops.products.runtime import idempotency
 from authops.products.runtime import shaping
 
 KIND = "products.batch"
@@ -104,20 +107,40 @@ def _admit(session: Session, p: Product, customer: int, who: audit_log.Actor, se
 
 
 def submit(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,
-           data: bytes, filename: str = "", purpose: str | None = None) -> tuple[ProductBatch, Job]:
-    """Check and queue a batch; dispatch the job after the session commits."""
+           data: bytes, filename: str = "", purpose: str | None = None,
+           idempotency_key: str | None = None) -> tuple[ProductBatch, Job | None]:
+    """Check and queue a batch; dispatch the job after the session commits.
+
+    With an Idempotency-Key, a submission the customer made before under the same key with the same
+    product, purpose and file is that batch again: (batch, None), nothing new queued, nothing charged
+    twice; the same key with anything else is 409 idempotency_conflict."""
     who = audit_log.as_actor(principal)
     purpose = calls.check_purpose(purpose)
+    ikey = idempotency.check_key(idempotency_key)
     p = calls.visible_product(session, code, who.org_id)
+    digest = hashlib.sha256(json.dumps([p.code, purpose], ensure_ascii=False).encode() + b"\n" + data).hexdigest()
+    if ikey is not None:
+        before = _submitted(session, who.org_id, ikey)
+        if before is not None:
+            return _again(session, who, before, digest, ikey), None
     _admit(session, p, who.org_id, who, settings)
     loaded = serving.answers(session, settings, p.id, p.code)
     _, rows = parse(loaded.lookup.meta, data)
     key = f"products/batches/{p.code}/{secrets.token_hex(8)}/input.csv"
     get_object_store(settings).put(key, data, content_type=CSV_TYPE)
     b = ProductBatch(product_id=p.id, customer_org_id=who.org_id, purpose=purpose, filename=(filename or "")[:200],
-                     subjects=len(rows), input_object_key=key, created_by=who.name[:200])
-    session.add(b)
-    session.flush()
+                     subjects=len(rows), input_object_key=key, created_by=who.name[:200], idempotency_key=ikey,
+                     request_sha256=digest)
+    try:
+        with session.begin_nested():  # a concurrent submission under the same key may commit first
+            session.add(b)  # added inside: the savepoint's rollback takes it out again
+            session.flush()
+    except IntegrityError:
+        before = _submitted(session, who.org_id, ikey) if ikey is not None else None
+        if before is None:
+            raise
+        get_object_store(settings).delete(key, missing_ok=True)  # this copy of the file is nobody's
+        return _again(session, who, before, digest, ikey), None
     job = job_service.create_job(session, kind=KIND, params={"batch_id": b.id}, org_id=who.org_id, max_attempts=3)
     b.job_id = job.id
     session.add(b)
@@ -125,6 +148,21 @@ def submit(session: Session, settings: Settings, *, principal: Principal | audit
                      details={"code": p.code, "job_id": job.id, "subjects": len(rows)})
     session.flush()
     return b, job
+
+
+def _submitted(session: Session, customer_org_id: int | None, key: str) -> ProductBatch | None:
+    return session.exec(select(ProductBatch).where(ProductBatch.customer_org_id == customer_org_id,
+                                                   ProductBatch.idempotency_key == key)).first()
+
+
+def _again(session: Session, who: audit_log.Actor, b: ProductBatch, digest: str, key: str) -> ProductBatch:
+    if b.request_sha256 != digest:
+        raise calls.IdempotencyConflict(
+            f"Idempotency-Key {key!r} was already used for batch {b.id} with another product, purpose or file; "
+            "send a new key for a new batch", details={"field": idempotency.HEADER, "batch_id": b.id})
+    audit_log.record(session, who, "product.batch.submit.replay", object_type="product_batch", object_id=b.id,
+                     details={"job_id": b.job_id})
+    return b
 
 
 def get_batch(session: Session, batch_id: int, *, code: str | None = None, org_id: int | None = None) -> ProductBatch:

@@ -160,7 +160,7 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
         rec = metering.meter(session, customer_org_id=customer, product_id=admitted.product_id,
                        agreement_id=admitted.agreement_id, request_id=request_id, pricing_method=method,
                        price_fen=price, units=1, channel=channel, idempotency_key=key, request_sha256=request_hash,
-                       response=response)
+                       response=response, at=admitted.at, terms=admitted.billing_terms)
     except IntegrityError:
         if key is None:
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import BigInteger, JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from authops.core.clock import utcnow
@@ -35,6 +35,7 @@ class ProductBatch(SQLModel, table=True):
     """A customer's list of subjects answered by a job into a result file only it can download."""
 
     __tablename__ = "product_batch"
+    __table_args__ = (UniqueConstraint("customer_org_id", "idempotency_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
     product_id: int = Field(foreign_key="gov_product.id", index=True)
@@ -47,7 +48,7 @@ class ProductBatch(SQLModel, table=True):
     answered: int = 0
     refused: int = 0
     not_found: int = 0
-    amount_fen: int = 0
+    amount_fen: int = Field(default=0, sa_type=BigInteger)
     input_object_key: str = Field(max_length=300)
     result_object_key: str | None = Field(default=None, max_length=300)
     answer_set_version: int | None = None
@@ -55,3 +56,5 @@ class ProductBatch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(), nullable=False))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
     expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(), nullable=True))
+    idempotency_key: str | None = Field(default=None, max_length=128)  # the submission's Idempotency-Key
+    request_sha256: str = Field(default="", max_length=64)  # product, purpose and file: "the same submission"

@@ -7,12 +7,15 @@ charged. See authops.platform.products.calls for the call contract.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from authops.billing import metering
 from authops.core.errors import AuthopsError
@@ -53,6 +56,19 @@ def committing_refusals(session: Session, fn, *args, **kw):
         raise
 
 
+_limiters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> {size: limiter}
+
+
+def _call_limiter(settings) -> anyio.CapacityLimiter:
+    """The threads product calls may use in this process (settings.call_concurrency): one limiter per
+    event loop, made on first use (a limiter belongs to the loop it waits on)."""
+    mine = _limiters.setdefault(asyncio.get_running_loop(), {})
+    n = settings.call_concurrency
+    if n not in mine:
+        mine[n] = anyio.CapacityLimiter(n)
+    return mine[n]
+
+
 @router.post("/{code}/calls", response_model=CallOut, response_model_exclude_none=False)
 async def call_product(code: str, body: CallIn, request: Request, response: Response,
                        gate: Annotated[RequireInHandler, Depends(RequireInHandler("product.call"))],
@@ -78,24 +94,35 @@ async def call_product(code: str, body: CallIn, request: Request, response: Resp
         metering.commit_charged(session)  # a refusal at the revenue ceiling: rolled back, audited, 403
         return out
 
-    out = await run_in_threadpool(in_transaction, request, work)
+    out = await anyio.to_thread.run_sync(in_transaction, request, work, limiter=_call_limiter(settings))
     if out.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"
     return out
 
 
-@router.post("/{code}/batches", status_code=202)
+@router.post("/{code}/batches", status_code=202, responses={200: {"description": "a replay: the batch this "
+                                                                                   "Idempotency-Key submitted"}})
 async def submit_batch(code: str, session: SessionDep, settings: SettingsDep, background: BackgroundTasks,
-                       principal: Annotated[Principal, require("product.call")],
+                       principal: Annotated[Principal, require("product.call")], response: Response,
                        file: Annotated[UploadFile, File(description="UTF-8 CSV with a 'subject' column (and, for a "
                                                         "verify product, optional claim columns named by output)")],
-                       purpose: Annotated[str | None, Form(max_length=500)] = None):
-    """Upload a list of subjects; a job answers each into a result file only you can download (for 7 days)."""
+                       purpose: Annotated[str | None, Form(max_length=500)] = None,
+                       idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None):
+    """Upload a list of subjects; a job answers each into a result file only you can download (for 7 days).
+
+    Send an `Idempotency-Key` header to make a retried upload safe: the same key with the same product,
+    purpose and file answers 200 with the batch it submitted (`Idempotent-Replayed: true`; no second
+    batch, no second charge); the same key with anything else is 409."""
     limits.admit_call(settings, principal)
     data = await file.read(batch.MAX_BYTES + 1)
     b, job = committing_refusals(session, batch.submit, session, settings, principal=actor_of(principal),
-                                  code=code, data=data, filename=file.filename or "", purpose=purpose)
-    background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])  # after the commit
+                                  code=code, data=data, filename=file.filename or "", purpose=purpose,
+                                  idempotency_key=idempotency_key)
+    if job is None:  # a replay
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        background.add_task(job_service.dispatch_pending, settings, job_ids=[job.id])  # after the commit
     return batch.view(session, b)
 
 
