@@ -11,7 +11,7 @@ score (personal information, each VIN's consent checked) instead.
 
 Servers: `uvicorn` serving (a) the real app (authops.app:create_app) and (b) a bare FastAPI app with
 one sync POST endpoint taking the same body model and returning a response of the same shape, with
-the same uvicorn settings (--workers, default loop and HTTP parser, no access log), one at a time.
+the same uvicorn settings (--workers, uvloop and httptools as installed, no access log), one at a time.
 Load: a separate process (this file with `load`), an asyncio HTTP/1.1 keep-alive client on raw
 sockets, --connections connections for --seconds after --warmup seconds; each product call sends
 the API key, a consented subject, a purpose and a fresh Idempotency-Key, so each is authenticated
