@@ -115,15 +115,13 @@ class Gate:
 
     `cte()` builds a data-modifying CTE (UPDATE ... RETURNING) that returns a row when its write
     happened; the statement for a `key` is built once. `params` binds it (names not starting "e_"
-    or "before_"/"after_"). `on_result(session, row)` gets the CTE's returned columns when it
-    passed; `fallback(session)` runs instead, before an ordinary append, when it did not or when
-    the one-statement path does not apply (several events, SQLite): it does the write the slow way
+    or "before_"/"after_"). `fallback(session)` runs, before an ordinary append, when the gate
+    did not pass or when the one-statement path does not apply (several events, SQLite): it does the write the slow way
     and may raise, or queue more events."""
     key: str
     cte: Callable[[], Any]
     params: dict[str, Any]
     fallback: Callable[[OrmSession], None]
-    on_result: Callable[[OrmSession, tuple], None] | None = None
 
 
 def gate(session: OrmSession, g: Gate) -> None:
@@ -172,8 +170,6 @@ def _append_pending(session: OrmSession) -> None:
             row = _append_in_database(session.connection(), events[0], g)
             if row is not None:
                 session.info[APPENDED_KEY] = [int(row[0])]
-                if g.on_result is not None:
-                    g.on_result(session, tuple(row[1:]))
                 return
         g.fallback(session)  # the gate's write the ordinary way (it may raise, or queue events)
         events += session.info.pop(PENDING_KEY, [])
@@ -256,8 +252,8 @@ def _append_in_database(conn, ev: PendingEvent, g: Gate | None = None) -> Any:
     the tip's hash and the next seq, and hashes the result with sha256(): the same bytes and hash
     `canonical.encode` and `chain_hash` give, which the verifiers recompute.
 
-    With a gate: returns (seq, *the gate's columns), or None when the gate's write did not happen
-    (then neither did the append)."""
+    With a gate: returns the row (seq,), or None when the gate's write did not happen (then neither
+    did the append)."""
     stand_in = secrets.token_hex(16)
     text = canonical.encode(_body(ev, 0, stand_in)).decode("utf-8")
     joint = f'"prev":"{stand_in}","seq":0,'
@@ -291,10 +287,9 @@ def _append_one_statement(gate_cte: Any = None):
         .returning(_EVENT.c.seq, _EVENT.c.hash).cte("inserted"))
     move = (_HEAD.update().where(_HEAD.c.id == 1)
             .values(seq=select(inserted.c.seq).scalar_subquery(), hash=select(inserted.c.hash).scalar_subquery()))
-    if gate_cte is None:
-        return move.returning(_HEAD.c.seq)
-    return (move.where(exists(select(inserted.c.seq)))
-            .returning(_HEAD.c.seq, *(select(c).scalar_subquery() for c in gate_cte.c)))
+    if gate_cte is not None:
+        move = move.where(exists(select(inserted.c.seq)))
+    return move.returning(_HEAD.c.seq)
 
 
 _APPEND_ONE = _append_one_statement()  # built once: its compiled form is cached
