@@ -179,8 +179,8 @@ def _database(folder: Path):
     return scratch_database(folder, "authops_bench_calls")
 
 
-def score_spec() -> dict[str, Any]:
-    return {"spec_version": 1, "name": "truck_risk_score", "params": {"as_of": {"type": "date"}},
+def score_spec(name: str = "truck_risk_score") -> dict[str, Any]:
+    return {"spec_version": 1, "name": name, "params": {"as_of": {"type": "date"}},
             "inputs": [{"resource": "truck_violations", "version": 1, "fields": ["vin", "violation_time"]}],
             "steps": [{"filter": "date_diff_days(:as_of, violation_time) between 0 and 364"},
                       {"summarize": {"by": ["vin"], "aggregates": [{"name": "violations", "fn": "count"}]}},
@@ -191,6 +191,39 @@ def score_spec() -> dict[str, Any]:
 
 CREDIT = "bank_credit_assessment"
 CREDIT_PURPOSE = "贷前审查"
+
+
+def truck_product(org: dict, code: str = "truck_risk_score", number: str = "SZDP-2026-0901"):
+    """The one-resource VIN score, registered, of `org`'s partner and operator (not yet added)."""
+    from authops.core.clock import utcnow
+    from authops.core.identity import OrgKind
+    from authops.platform.governance.models import Product
+
+    return Product(code=code, registration_number=number, partner_org_id=org[OrgKind.PARTNER].id,
+                   operator_org_id=org[OrgKind.OPERATOR].id, name_zh="货车风险评分", name_en="Truck risk score",
+                   category="industry", price_fen=100, price_unit="call", personal_information=True,
+                   release_policy="model", share_mode="query", pricing_basis="成本加成", scope_of_use="货车保险承保",
+                   manner_of_use="接口调用", spec=score_spec(code), state="registered", registered_at=utcnow())
+
+
+def sign_usage(s, p, org: dict):
+    """`org`'s customer's usage agreement for `p` (per call, 1 yuan, a year from today), applied for,
+    drafted by the operator and accepted by both; returns the customer's actor."""
+    from authops.audit import log as audit_log
+    from authops.core.identity import OrgKind
+    from authops.platform.governance import agreements
+
+    d = agreements.today()
+    cust = org[OrgKind.CUSTOMER].id
+    op = audit_log.Actor(kind="user", id=1, name="op", org_id=org[OrgKind.OPERATOR].id)
+    ca = audit_log.Actor(kind="user", id=2, name="cust", org_id=cust)
+    a = agreements.apply_usage(s, product=p, customer_org_id=cust, actor=ca, scenario="货车承保")
+    agreements.draft_usage_terms(s, a, actor=op, delivery_method="api", pricing_method="per_call", price_fen=100,
+                                 scenario="货车承保", conditions="仅用于承保定价", starts_on=d,
+                                 ends_on=d + timedelta(days=365), security_duties="专人负责", breach_liability="违约赔偿")
+    agreements.accept(s, a, ca, text_sha256=a.text_sha256)
+    agreements.accept(s, a, op, text_sha256=a.text_sha256)
+    return ca
 
 
 def setup(settings, scale: float, n_subjects: int, product: str = CREDIT) -> dict[str, Any]:
@@ -244,24 +277,11 @@ def setup(settings, scale: float, n_subjects: int, product: str = CREDIT) -> dic
                         manner_of_use="接口调用", spec=parse_text(Path(credit.spec_path).read_text(encoding="utf-8")),
                         state="registered", registered_at=utcnow())
         else:
-            p = Product(code="truck_risk_score", registration_number="SZDP-2026-0901",
-                        partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
-                        name_zh="货车风险评分", name_en="Truck risk score", category="industry", price_fen=100,
-                        price_unit="call", personal_information=True, release_policy="model", share_mode="query",
-                        pricing_basis="成本加成", scope_of_use="货车保险承保", manner_of_use="接口调用", spec=score_spec(),
-                        state="registered", registered_at=utcnow())
+            p = truck_product(org)
         s.add(p)
         s.flush()
         cust = org[OrgKind.CUSTOMER].id
-        op = audit_log.Actor(kind="user", id=1, name="op", org_id=org[OrgKind.OPERATOR].id)
-        ca = audit_log.Actor(kind="user", id=2, name="cust", org_id=cust)
-        a = agreements.apply_usage(s, product=p, customer_org_id=cust, actor=ca, scenario="货车承保")
-        agreements.draft_usage_terms(s, a, actor=op, delivery_method="api", pricing_method="per_call", price_fen=100,
-                                     scenario="货车承保", conditions="仅用于承保定价", starts_on=d,
-                                     ends_on=d + timedelta(days=365), security_duties="专人负责",
-                                     breach_liability="违约赔偿")
-        agreements.accept(s, a, ca, text_sha256=a.text_sha256)
-        agreements.accept(s, a, op, text_sha256=a.text_sha256)
+        ca = sign_usage(s, p, org)
         s.commit()
         if credit:
             res = service.get_resource(s, "enterprise_basic_info")

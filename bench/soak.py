@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.pg import POSTGRES_ADMIN, scratch_database
+from bench.product_call import sign_usage, truck_product
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Soak-password-42"
@@ -108,16 +109,6 @@ BOUNDS = {
 
 
 # --- setup (in this process, before the servers start) ----------------------------------------------
-
-def score_spec() -> dict[str, Any]:
-    return {"spec_version": 1, "name": PRODUCT, "params": {"as_of": {"type": "date"}},
-            "inputs": [{"resource": "truck_violations", "version": 1, "fields": ["vin", "violation_time"]}],
-            "steps": [{"filter": "date_diff_days(:as_of, violation_time) between 0 and 364"},
-                      {"summarize": {"by": ["vin"], "aggregates": [{"name": "violations", "fn": "count"}]}},
-                      {"derive": {"name": "risk", "expr": "violations * 10"}}],
-            "outputs": [{"name": "risk_score", "release": {"policy": "model", "key": "vin", "score": "risk",
-                                                          "bounds": [0, 100]}}]}
-
 
 def _consents(s, settings, product, customer_org_id: int, actor, subjects: list[str]) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -170,7 +161,6 @@ def setup(settings, args) -> dict[str, Any]:
 
     from authops.audit import log as audit_log
     from authops.audit.anomaly.models import AnomalyRule
-    from authops.core.clock import utcnow
     from authops.core.data.datasets import read_dataset
     from authops.core.db import get_engine
     from authops.core.identity import OrgKind
@@ -178,7 +168,6 @@ def setup(settings, args) -> dict[str, Any]:
     from authops.platform.catalog import csvload, flows, service
     from authops.platform.catalog.models import Dataset
     from authops.platform.governance import agreements
-    from authops.platform.governance.models import Product
     from authops.platform.identity import service as ids
     from authops.platform.identity.models import Organisation
     from authops.platform.products import precompute
@@ -203,24 +192,11 @@ def setup(settings, args) -> dict[str, Any]:
         agreements.create(s, kind="operator_authorization", party_a_org_id=org[OrgKind.BUREAU].id,
                           party_b_org_id=org[OrgKind.OPERATOR].id, terms={"scope": "授权运营"},
                           starts_on=d - timedelta(days=30), ends_on=d + timedelta(days=365), actor=actor, state="active")
-        p = Product(code=PRODUCT, registration_number="SZDP-2026-0902",
-                    partner_org_id=org[OrgKind.PARTNER].id, operator_org_id=org[OrgKind.OPERATOR].id,
-                    name_zh="货车风险评分", name_en="Truck risk score", category="industry", price_fen=100,
-                    price_unit="call", personal_information=True, release_policy="model", share_mode="query",
-                    pricing_basis="成本加成", scope_of_use="货车保险承保", manner_of_use="接口调用", spec=score_spec(),
-                    state="registered", registered_at=utcnow())
+        p = truck_product(org, PRODUCT, "SZDP-2026-0902")
         s.add(p)
         s.flush()
         cust = org[OrgKind.CUSTOMER].id
-        op = audit_log.Actor(kind="user", id=1, name="op", org_id=org[OrgKind.OPERATOR].id)
-        ca = audit_log.Actor(kind="user", id=2, name="cust", org_id=cust)
-        a = agreements.apply_usage(s, product=p, customer_org_id=cust, actor=ca, scenario="货车承保")
-        agreements.draft_usage_terms(s, a, actor=op, delivery_method="api", pricing_method="per_call", price_fen=100,
-                                     scenario="货车承保", conditions="仅用于承保定价", starts_on=d,
-                                     ends_on=d + timedelta(days=365), security_duties="专人负责",
-                                     breach_liability="违约赔偿")
-        agreements.accept(s, a, ca, text_sha256=a.text_sha256)
-        agreements.accept(s, a, op, text_sha256=a.text_sha256)
+        ca = sign_usage(s, p, org)
         s.commit()
         res = service.get_resource(s, "truck_violations")
         table = read_dataset(get_object_store(settings), s.get(Dataset, res.dataset_id).object_key)
