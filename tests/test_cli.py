@@ -93,6 +93,7 @@ def test_demo_tells_the_story(tmp_path):
     assert len(set(re.findall(r"SZDP-\d{4}-000[2-8] ", out))) == 7 and "all answer sets built in" in out
     assert "(no agreement) -> 403 no_active_agreement" in out and "has not authorized it -> 403 no_consent" in out
     assert "sends a call body over 2 MiB -> 413 payload_too_large" in out
+    assert "retries the upload with the same Idempotency-Key -> 202, then 200 the same batch, charged once" in out
     assert re.search(r"scb bank_credit_assessment \S+ -> found=True, score=[\d.]+, grade=[D-E]", out)
     assert re.search(r"holdout of \d+: AUC ([\d.]+)", out) and "the insurer scores with it -> 404" in out
     assert "flagged as anomalous billing: H32" in out and "(identical): no new budget spent" in out

@@ -311,6 +311,16 @@ def run(settings: Settings, client: TestClient, password: str, say: Callable[...
                         content=b'{"subject": "' + b"9" * (settings.max_body_bytes + 1) + b'"}')
         say(f"   scb sends a call body over {settings.max_body_bytes // 1024 // 1024} MiB -> {_refusal(r, 120)}",
             fg="green" if r.status_code == 413 else "red")
+        # A batch upload the customer retries (it never saw the answer): the Idempotency-Key makes it one batch.
+        scb_purpose = CUSTOMERS["scb"][3]
+        listed = ("subject\n" + "\n".join(subjects["enterprise"][:3]) + "\n").encode()
+        sent = [client.post("/api/v1/products/bank_credit_assessment/batches",
+                            headers={**keys["scb"], "Idempotency-Key": "scb-batch-0001"}, data={"purpose": scb_purpose},
+                            files={"file": ("subjects.csv", listed, "text/csv")}) for _ in range(2)]
+        same = sent[1].status_code == 200 and _json(sent[1])["id"] == _json(sent[0])["id"]
+        say(f"   scb uploads a batch of 3 enterprises, then retries the upload with the same Idempotency-Key -> "
+            f"{sent[0].status_code}, then {sent[1].status_code} {'the same batch, charged once' if same else 'A SECOND BATCH'}",
+            fg="green" if sent[0].status_code == 202 and same else "red")
 
         _joint_model(client, who, keys, subjects, tables, say)
 
