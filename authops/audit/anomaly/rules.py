@@ -352,9 +352,16 @@ def ensure_default_rules(session: Session) -> list[AnomalyRule]:
     have = {r.name for r in rules}
     missing = [d for d in DEFAULT_RULES if d["name"] not in have]
     if missing:
-        for d in missing:
-            session.add(AnomalyRule(**{**d, "params": dict(d["params"])}))
+        # ON CONFLICT DO NOTHING: another process seeding the same rules at once is not an error
+        dialect = session.get_bind().dialect.name
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert
         session.flush()
+        for d in missing:
+            row = AnomalyRule(**{**d, "params": dict(d["params"])})
+            values = {c.name: getattr(row, c.name) for c in AnomalyRule.__table__.columns if c.name != "id"}
+            session.execute(insert(AnomalyRule.__table__).values(**values).on_conflict_do_nothing(index_elements=["name"]))
         rules = list(session.execute(select(AnomalyRule).order_by(AnomalyRule.id)).scalars().all())
     return rules
 
