@@ -27,7 +27,9 @@ from authops.platform.governance.router import public_router as governance_publi
 from authops.platform.governance.router import router as governance_router
 from authops.platform import limits
 from authops.console import router as console_router
+from authops.platform.products import batched
 from authops.platform.products import pages as product_pages
+from authops.platform.products.router import BatchedCalls
 from authops.platform.products.router import router as products_router
 from authops.policies.enforcer import Authorizer, sync_role_policies
 
@@ -221,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             s.commit()
         app.state.authorizer = Authorizer(get_engine(settings))
         yield
+        await batched.close_writers()  # this loop's batched-call writers: finish, release their connections
 
     app = FastAPI(title="authops", version=__version__, lifespan=lifespan,
                   description="Authorized operation of public data: raw data never leaves the domain.")
@@ -228,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.authorizer = None  # built at startup, once the schema is known to exist
     install_error_handlers(app)
     limits.install(app, settings)  # 429 with Retry-After; 413 over max_body_bytes / max_upload_bytes
+    app.add_middleware(BatchedCalls)  # product calls this process has seen admitted (products.batched)
 
     @app.get("/healthz", tags=["operations"])
     def healthz():

@@ -408,7 +408,15 @@ def _drive(url: str, key: str | None, subjects_file: Path, args, env: dict[str, 
     procs, pgs = _tree(server.pid), _backends(db_url)
     start = {p: _cpu_seconds(p) for p in procs + pgs + [load.pid]}
     window = max(args.seconds - 1.0, 0.5)  # inside the recorded seconds, whatever the start-up jitter
+    spies = []
+    if os.environ.get("BENCH_PYSPY") and key and not rate:  # py-spy's collapsed stacks of each API process
+        spies = [subprocess.Popen([os.environ.get("PYSPY", "py-spy"), "record", "-p", str(p), "-d", str(int(window)),
+                                   "-r", "250", "--nonblocking", "--gil", "-f", "raw", "-o",
+                                   f"{os.environ['BENCH_PYSPY']}.{p}.txt"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for p in procs[1:] or procs]
     time.sleep(window)
+    for spy in spies:
+        spy.wait(timeout=60)
     server_procs = set(procs) | set(_tree(server.pid))  # read once: the backends' list is a query
     pg_procs = set(pgs) | set(_backends(db_url))
     used = {p: _cpu_seconds(p) - start.get(p, 0.0) for p in server_procs | pg_procs | {load.pid}}

@@ -20,6 +20,7 @@ Events carry who, what, when, where from, outcome and sizes: never data values.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, event, exists, func, literal, select
+from sqlalchemy import JSON, Text, bindparam, cast, column, event, exists, func, literal, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as OrmSession
 
@@ -181,9 +182,14 @@ def _append_pending(session: OrmSession) -> None:
 
 def _notify(session: OrmSession) -> None:
     seqs = session.info.pop(APPENDED_KEY, None)
+    if seqs:
+        notify(session.get_bind(), seqs)
+
+
+def notify(engine: Engine, seqs: list[int]) -> None:
+    """Tell the subscribers about events a commit appended (for appends made outside an ORM session)."""
     if not seqs or not _subscribers:
         return
-    engine = session.get_bind()
     for callback in list(_subscribers):
         try:
             callback(engine, seqs)
@@ -193,7 +199,11 @@ def _notify(session: OrmSession) -> None:
 
 def append(session: OrmSession, events: list[PendingEvent]) -> int:
     """Chain and insert events now, in the session's transaction; returns the first seq."""
-    conn = session.connection()
+    return append_on(session.connection(), events)
+
+
+def append_on(conn, events: list[PendingEvent]) -> int:
+    """`append` on a Core connection in a transaction (the caller commits, then calls `notify`)."""
     if len(events) == 1 and conn.dialect.name == "postgresql":
         return _append_in_database(conn, events[0])
     seq, prev = _claim(conn, len(events))
@@ -209,6 +219,80 @@ def append(session: OrmSession, events: list[PendingEvent]) -> int:
     conn.execute(_EVENT.insert(), rows)
     conn.execute(_SET_TIP, {"tip": prev})
     return first
+
+
+# --- appending on a raw asynchronous psycopg connection (the batched product-call writer) -------------
+
+@dataclass(frozen=True)
+class Unchained:
+    """An event encoded before its place in the chain is known: its columns, and its canonical
+    text around `prev` and `seq` (sorted keys put them together), so chaining it under the head's
+    lock is two string joins and one SHA-256."""
+    columns: dict[str, Any]
+    before_prev: str
+    after_seq: str
+
+
+def unchained(ev: PendingEvent) -> Unchained:
+    stand_in = secrets.token_hex(16)
+    text = canonical.encode(_body(ev, 0, stand_in)).decode("utf-8")
+    joint = f'"prev":"{stand_in}","seq":0,'
+    at = text.index(joint)
+    return Unchained(_columns(ev), text[:at] + '"prev":"', "," + text[at + len(joint):])
+
+
+def _chained(events: list[Unchained], seq: int, prev: str) -> tuple[list[dict[str, Any]], str]:
+    rows = []
+    for ev in events:
+        seq += 1
+        text = f'{ev.before_prev}{prev}","seq":{seq}{ev.after_seq}'
+        digest = canonical.chain_hash(text.encode("utf-8"))
+        rows.append({**ev.columns, "seq": seq, "prev_hash": prev, "hash": digest, "canonical": text})
+        prev = digest
+    return rows, prev
+
+
+def _raw_statements() -> dict[str, tuple[str, dict]]:
+    from authops.core.db import psycopg_sql
+
+    named = [c for c in _EVENT.columns if c.name != "canonical"]
+    v = (func.json_to_recordset(cast(bindparam("rows", type_=Text()), JSON()))
+         .table_valued(*(column(c.name, c.type) for c in named), column("canonical", Text()))
+         .render_derived(with_types=True))
+    insert_rows = _EVENT.insert().from_select([c.name for c in named] + ["canonical"],
+                                              select(*(v.c[c.name] for c in named),
+                                                     func.convert_to(v.c.canonical, "UTF8")))
+    return {"claim": psycopg_sql(_HEAD.update().where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + bindparam("n"))
+                                 .returning(_HEAD.c.seq, _HEAD.c.hash)),
+            "insert": psycopg_sql(insert_rows), "tip": psycopg_sql(_SET_TIP)}
+
+
+_RAW: dict[str, tuple[str, dict]] = {}
+
+
+async def append_async(aconn, events: list[Unchained]) -> int:
+    """Chain and insert events in the transaction open on `aconn` (a psycopg AsyncConnection);
+    returns the first seq. The head's row lock, taken by the first statement, is held until the
+    caller commits: the same chain, in the same order across processes, as `append`."""
+    if not _RAW:
+        _RAW.update(_raw_statements())
+    sql, defaults = _RAW["claim"]
+    row = await (await aconn.execute(sql, {**defaults, "n": len(events)}, prepare=True)).fetchone()
+    if row is None:
+        raise RuntimeError("audit_head row missing: run `authops db upgrade`")
+    first = int(row[0]) - len(events) + 1
+    rows, tip = _chained(events, first - 1, row[1])
+    sql, defaults = _RAW["insert"]
+    await aconn.execute(sql, {**defaults, "rows": json.dumps(rows, default=_iso, ensure_ascii=False)}, prepare=True)
+    sql, defaults = _RAW["tip"]
+    await aconn.execute(sql, {**defaults, "tip": tip}, prepare=True)
+    return first
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _body(ev: PendingEvent, seq: int, prev: str) -> dict[str, Any]:

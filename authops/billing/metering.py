@@ -209,8 +209,14 @@ def _apply_pending(session: OrmSession) -> None:
 
 
 def _charge_cte():
-    """The running total's conditional UPDATE as a CTE for the audit gate: it passes only within the
-    ceiling and when no warning threshold is crossed (a crossing is recorded by the ordinary path)."""
+    """The running total's conditional UPDATE as a CTE for the audit gate (see charge_within)."""
+    return charge_within().cte("charged")
+
+
+def charge_within():
+    """The running total's conditional UPDATE (binds g_operator, g_year, g_total): it adds g_total and
+    returns the new total only within the ceiling and when no warning threshold is crossed; else it
+    changes nothing and returns no row, and the ordinary path (_charge, _warn) must run instead."""
     rc = RevenueCounter.__table__
     total = sa.bindparam("g_total", type_=sa.BigInteger())
     pct = sa.func.jsonb_array_elements_text(sa.cast(rc.c.warn_at_pct, JSONB)).table_valued("value").render_derived()
@@ -222,7 +228,7 @@ def _charge_cte():
                              rc.c.year == sa.bindparam("g_year"),
                              sa.or_(rc.c.ceiling_fen.is_(None),
                                     sa.and_(rc.c.revenue_fen + total <= rc.c.ceiling_fen, ~crosses)))
-            .values(revenue_fen=rc.c.revenue_fen + total).returning(rc.c.revenue_fen).cte("charged"))
+            .values(revenue_fen=rc.c.revenue_fen + total).returning(rc.c.revenue_fen))
 
 
 def _charge_pending(session: OrmSession, pendings: list[dict[str, Any]]) -> None:
@@ -259,6 +265,27 @@ def commit_charged(session: Session) -> None:
         raise
 
 
+def rated(*, customer_org_id: int, product_id: int, agreement_id: int, request_id: str, pricing_method: str,
+          price_fen: int, units: int, channel: str, idempotency_key: str | None, request_sha256: str,
+          response: dict[str, Any] | None, at: datetime, terms: tuple[int | None, bool, int | None, int | None]
+          ) -> dict[str, Any]:
+    """A use's usage record, rated under `terms` (terms_in_force's answer at `at`), as column values;
+    its amount_fen is what the use charges to the operator's revenue total. When `response` carries a
+    "metered" entry, its amount_fen is set to that amount (the stored response then agrees with it)."""
+    unit = METHOD_UNIT.get(pricing_method, "")
+    operator, free, price, cap = terms
+    unit_price, source = rate(price_fen, price, cap, free=free or pricing_method in UNPRICED)
+    unit_price, total = amount(pricing_method, unit_price, units, channel=channel)
+    if isinstance(response, dict) and isinstance(response.get("metered"), dict):
+        response["metered"]["amount_fen"] = total
+    return {"customer_org_id": customer_org_id, "product_id": product_id, "agreement_id": agreement_id,
+            "request_id": request_id, "channel": channel, "units": units, "unit_price_fen": unit_price,
+            "amount_fen": total, "pricing_method": pricing_method, "idempotency_key": idempotency_key,
+            "request_sha256": request_sha256, "response": dict(response or {}), "at": at,
+            "operator_org_id": operator, "unit": unit, "agreed_price_fen": max(int(price_fen or 0), 0),
+            "price_source": source}
+
+
 def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_id: int, request_id: str,
           pricing_method: str, price_fen: int, units: int = 1, channel: str = "call",
           idempotency_key: str | None = None, request_sha256: str = "", response: dict[str, Any] | None = None,
@@ -271,10 +298,12 @@ def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_
     answer for this product, unit and `at` when the caller read it already (a product call reads it
     with the agreement: terms_columns)."""
     at = at or utcnow()
-    unit = METHOD_UNIT.get(pricing_method, "")
-    operator, free, price, cap = terms or terms_in_force(session, product_id, unit, at)
-    unit_price, source = rate(price_fen, price, cap, free=free or pricing_method in UNPRICED)
-    unit_price, total = amount(pricing_method, unit_price, units, channel=channel)
+    values = rated(customer_org_id=customer_org_id, product_id=product_id, agreement_id=agreement_id,
+                   request_id=request_id, pricing_method=pricing_method, price_fen=price_fen, units=units,
+                   channel=channel, idempotency_key=idempotency_key, request_sha256=request_sha256,
+                   response=response, at=at,
+                   terms=terms or terms_in_force(session, product_id, METHOD_UNIT.get(pricing_method, ""), at))
+    operator, total = values["operator_org_id"], values["amount_fen"]
     if total and operator is not None and session.info.get(DEFER_KEY):
         session.info.setdefault(PENDING_KEY, []).append(
             {"operator": operator, "at": at, "total": total, "product_id": product_id,
@@ -288,14 +317,7 @@ def meter(session: Session, *, customer_org_id: int, product_id: int, agreement_
                              details={"customer_org_id": customer_org_id, "request_id": request_id, **exc.details})
             raise
         _warn(session, operator, at, revenue, total, ceiling, thresholds)
-    if isinstance(response, dict) and isinstance(response.get("metered"), dict):
-        response["metered"]["amount_fen"] = total
-    rec = UsageRecord(customer_org_id=customer_org_id, product_id=product_id, agreement_id=agreement_id,
-                      request_id=request_id, channel=channel, units=units, unit_price_fen=unit_price,
-                      amount_fen=total, pricing_method=pricing_method, idempotency_key=idempotency_key,
-                      request_sha256=request_sha256, response=dict(response or {}), at=at,
-                      operator_org_id=operator, unit=unit, agreed_price_fen=max(int(price_fen or 0), 0),
-                      price_source=source)
+    rec = UsageRecord(**values)
     session.add(rec)
     session.flush()
     return rec

@@ -15,9 +15,11 @@ free, whether the operator has completed an operating year, which organisation i
 
 from __future__ import annotations
 
+
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
@@ -122,7 +124,10 @@ def insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
+    # Asked with RETURNING, not rowcount: on PostgreSQL the insert returns its new id implicitly and
+    # rowcount is then -1, which made every revenue warning look like a duplicate (and go unaudited).
+    stmt = insert(model).values(**values).on_conflict_do_nothing().returning(sa.literal_column("1"))
+    return session.execute(stmt).first() is not None
 
 
 def ensure_counter(session: Session, operator_org_id: int, year: int, *, exclude_fen: int = 0) -> RevenueCounter:

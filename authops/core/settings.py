@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # their turn in the event loop): enough to overlap database round trips, few enough that the
     # threads do not take turns for the interpreter lock while holding the hot rows' locks.
     call_concurrency: int = Field(6, ge=1, le=64)
+    # On PostgreSQL, calls whose key, terms and consent this process has seen admit a call are
+    # committed in batches by one writer per process (authops.platform.products.batched); false:
+    # every call takes the ordinary path, one transaction each.
+    call_batching: bool = True
     # Request bodies: at most max_body_bytes (JSON, forms), max_upload_bytes for multipart uploads
     # (the catalogue takes files up to 200 MiB); larger ones are refused with 413.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)

@@ -291,7 +291,9 @@ def _refusals(session: Session, rule: AnomalyRule, subject: Subject, evs: list[E
 
 
 def _outside_watches(rule: AnomalyRule, ev: Ev) -> bool:
-    return ev.action in param(rule, "actions") or ev.details.get("agreement_expired") is True
+    # the flag's bytes are looked for before the event is parsed: most events (product calls) lack it
+    return ev.action in param(rule, "actions") or (
+        b'"agreement_expired":true' in ev.canonical and ev.details.get("agreement_expired") is True)
 
 
 def _outside_term(session: Session, rule: AnomalyRule, subject: Subject, evs: list[Ev], floor: int) -> Hit | None:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -112,8 +113,12 @@ def normalize_subject(subject_id: str) -> str:
 
 
 def _subject_hmac_key(settings: Settings) -> bytes:
-    master = hashlib.sha256(settings.secret_key.get_secret_value().encode()).digest()
-    return crypto.derive_key(master, "governance/consent/subject")
+    return _derived_subject_key(settings.secret_key.get_secret_value())
+
+
+@functools.lru_cache(maxsize=4)
+def _derived_subject_key(secret: str) -> bytes:  # HKDF once per secret, not once per call
+    return crypto.derive_key(hashlib.sha256(secret.encode()).digest(), "governance/consent/subject")
 
 
 def subject_key(settings: Settings, subject_id: str) -> str:

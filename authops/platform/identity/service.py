@@ -287,13 +287,19 @@ def touch_api_key(session: Session, key_id: int, last_used_at: datetime | None) 
     writers queue on the database lock anyway), and the staleness condition, checked again on
     the row as committed, keeps a later one from writing the same minute twice."""
     now = utcnow()
-    cutoff = now - timedelta(seconds=TOUCH_SECONDS)
-    if last_used_at is not None and last_used_at > cutoff:
+    if last_used_at is not None and last_used_at > now - timedelta(seconds=TOUCH_SECONDS):
         return
-    stale = (select(_KEY.c.id).where(_KEY.c.id == key_id, or_(_KEY.c.last_used_at.is_(None),
-                                                               _KEY.c.last_used_at <= cutoff))
+    touch_api_keys(session.connection(), [key_id], now)
+
+
+def touch_api_keys(conn, key_ids: list[int], now: datetime) -> None:
+    """Record `now` as the last use of those of these keys whose last use is older than TOUCH_SECONDS,
+    on a Core connection in the caller's transaction (rows another transaction holds are skipped)."""
+    cutoff = now - timedelta(seconds=TOUCH_SECONDS)
+    stale = (select(_KEY.c.id).where(_KEY.c.id.in_(key_ids), or_(_KEY.c.last_used_at.is_(None),
+                                                                  _KEY.c.last_used_at <= cutoff))
              .with_for_update(skip_locked=True))
-    session.connection().execute(update(_KEY).where(_KEY.c.id.in_(stale.scalar_subquery())).values(last_used_at=now))
+    conn.execute(update(_KEY).where(_KEY.c.id.in_(stale.scalar_subquery())).values(last_used_at=now))
 
 
 # --- resolving credentials ------------------------------------------------------------------

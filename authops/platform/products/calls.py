@@ -16,6 +16,7 @@ route commits before turning it into an error response.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -118,12 +119,14 @@ def visible_product(session: Session, code: str, org_id: int | None) -> Product:
 
 def call(session: Session, settings: Settings, *, principal: Principal | audit_log.Actor, code: str,
          subject: Any, claims: dict[str, Any] | None = None, purpose: Any = None,
-         idempotency_key: str | None = None, channel: str = "call") -> dict[str, Any]:
+         idempotency_key: str | None = None, channel: str = "call",
+         admitted_to: list[Admitted] | None = None) -> dict[str, Any]:
     """Answer one call about one subject (see the module docstring). Flushes, never commits.
 
     An Idempotency-Key is not looked up first: the usage record's unique (customer, key) finds a
     replay when the record is inserted (one statement fewer per call); the transaction is then
-    rolled back and the stored response returned."""
+    rolled back and the stored response returned. `admitted_to`, when given, receives what admitted
+    the call (the batched path's caches learn from it)."""
     who = audit_log.as_actor(principal)
     key = idempotency.check_key(idempotency_key)
     subject = check_subject(subject)
@@ -141,21 +144,12 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
         admitted = Admitted(product_id=p.id, code=p.code, registration_number=p.registration_number,
                             agreement_id=a.id, agreement_number=a.number, agreement_terms=a.terms or {},
                             consent_id=guard.get("consent_id"))
-    subject_key = consent.subject_key(settings, subject)
-    body = {"subject": rt.normal_subject(subject), "claims": claims or {}, "purpose": purpose}
-    request_hash = idempotency.request_sha256(admitted.code, body)
+    if admitted_to is not None:
+        admitted_to.append(admitted)
     loaded = serving.answers(session, settings, admitted.product_id, admitted.code)
-    meta = loaded.lookup.meta
-    checked = shaping.check_claims(meta, claims)
-    row = loaded.lookup.get(rt.subject_digest(loaded.key, subject))
-    answer = shaping.shape_answer(meta, row, checked)
-    method, price = price_in(admitted.agreement_terms)
-    request_id = new_request_id()
-    unit_price, amount = metering.amount(method, price, 1, channel="call")
-    response = {"request_id": request_id, "registration_number": admitted.registration_number,
-                "product": admitted.code, "answer": answer,
-                "served_from": {"answer_set": loaded.version, "built_at": loaded.built_at.isoformat() + "Z"},
-                "metered": {"units": 1, "amount_fen": amount}}
+    prep = prepare(settings, admitted, loaded, subject, claims, purpose)
+    request_id, response, method, price = prep.request_id, prep.response, prep.method, prep.price
+    subject_key, request_hash = prep.subject_key, prep.request_sha256
     try:
         rec = metering.meter(session, customer_org_id=customer, product_id=admitted.product_id,
                        agreement_id=admitted.agreement_id, request_id=request_id, pricing_method=method,
@@ -170,9 +164,46 @@ def call(session: Session, settings: Settings, *, principal: Principal | audit_l
             raise
         return _replay(session, who, admitted, rec, request_hash, key, subject_key)
     audit_log.record(session, who, "product.call", object_type="product", object_id=admitted.product_id, subjects=1,
-                     details={"code": admitted.code, "request_id": request_id, "subject_key": subject_key,
-                              "agreement": admitted.agreement_number, "answer_set": loaded.version,
-                              "found": row is not None, "amount_fen": rec.amount_fen,
-                              "consent_id": admitted.consent_id,
-                              "idempotency_key": bool(key)})
+                     details=prep.audit_details(admitted, rec.amount_fen, key))
     return response
+
+
+@dataclass
+class Prepared:
+    """An admitted call's answer, before it is metered and audited (shared with the batched path)."""
+    request_id: str
+    response: dict[str, Any]
+    method: str  # the agreement's pricing method and price
+    price: int
+    subject_key: str
+    request_sha256: str
+    answer_set: int
+    found: bool
+
+    def audit_details(self, admitted: Admitted, amount_fen: int, key: str | None) -> dict[str, Any]:
+        """The `product.call` event's details: names, versions and sizes, never the subject or the answer."""
+        return {"code": admitted.code, "request_id": self.request_id, "subject_key": self.subject_key,
+                "agreement": admitted.agreement_number, "answer_set": self.answer_set, "found": self.found,
+                "amount_fen": amount_fen, "consent_id": admitted.consent_id, "idempotency_key": bool(key)}
+
+
+def prepare(settings: Settings, admitted: Admitted, loaded: serving.Loaded, subject: str,
+            claims: dict[str, Any] | None, purpose: str | None) -> Prepared:
+    """The answer to an admitted call from the loaded answer set, and the response it returns (its
+    metered amount is filled in when the use is rated). Raises InvalidInput for a bad claim."""
+    subject_key = consent.subject_key(settings, subject)
+    body = {"subject": rt.normal_subject(subject), "claims": claims or {}, "purpose": purpose}
+    request_hash = idempotency.request_sha256(admitted.code, body)
+    meta = loaded.lookup.meta
+    checked = shaping.check_claims(meta, claims)
+    row = loaded.lookup.get(rt.subject_digest(loaded.key, subject))
+    answer = shaping.shape_answer(meta, row, checked)
+    method, price = price_in(admitted.agreement_terms)
+    request_id = new_request_id()
+    unit_price, amount = metering.amount(method, price, 1, channel="call")
+    response = {"request_id": request_id, "registration_number": admitted.registration_number,
+                "product": admitted.code, "answer": answer,
+                "served_from": {"answer_set": loaded.version, "built_at": loaded.built_at.isoformat() + "Z"},
+                "metered": {"units": 1, "amount_fen": amount}}
+    return Prepared(request_id=request_id, response=response, method=method, price=price, subject_key=subject_key,
+                    request_sha256=request_hash, answer_set=loaded.version, found=row is not None)

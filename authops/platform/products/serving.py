@@ -64,6 +64,15 @@ class AnswerCache:
             self._loaded.clear()
             self._checked.clear()
 
+    def fresh(self, product_id: int) -> Loaded | None:
+        """The loaded set when it was checked within check_seconds (what `get` would answer without a
+        query), else None. For the batched call path, which reads nothing from the database first."""
+        have = self._loaded.get(product_id)
+        if have is not None and self.check_seconds and \
+                time.monotonic() - self._checked.get(product_id, 0.0) < self.check_seconds:
+            return have
+        return None
+
     def get(self, session: Session, settings: Settings, product_id: int, product_code: str) -> Loaded:
         """The product's current answers, loading a newer set when there is one."""
         have = self._loaded.get(product_id)
