@@ -95,7 +95,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_unavailable(_request: Request, exc: Exception):
         # A lost or refused database connection (restart, failover, network): a fast, retryable 503,
         # not a 500. The message carries no exception text (it could quote statement values).
-        log.warning("database unavailable: %s", type(exc).__name__)
+        orig = getattr(exc, "orig", None)
+        # the driver's error class; SQLite's own messages ("database is locked") quote no values
+        log.warning("database unavailable: %s (%s)%s", type(exc).__name__, type(orig).__name__,
+                    f": {orig}" if type(orig).__module__ == "sqlite3" else "")
         response = _error(503, "database_unavailable",
                           "the database is unreachable or restarting; retry in a few seconds (a product call "
                           "retried with the same Idempotency-Key is answered and charged once)")

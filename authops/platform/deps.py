@@ -75,7 +75,9 @@ class Require:
     requests: the credential, the blocks and (for a user) the policy version are read each time,
     so a revocation, block or role change refuses the next request in every process. An API key
     costs one query (`identity_service.authenticate` reads the key, its organisation and whether
-    a block names it together) plus, once a minute, its last-use update.
+    a block names it together) plus, once a minute, its last-use update. The one exception is the
+    batched path of product calls (authops.platform.products.batched), which remembers admitted
+    keys but checks them again, with the blocks, in the transaction that commits each call.
     """
 
     def __init__(self, action: str) -> None:

@@ -253,3 +253,84 @@ def test_concurrent_calls_stop_exactly_at_the_revenue_ceiling(client, session, d
     assert len(_events(session, "product.call")) == 12 and len(_events(session, "billing.revenue.refused")) == 9
     assert {json.loads(e.canonical)["details"]["threshold_pct"]
             for e in _events(session, "billing.revenue.warning")} == {80, 95}
+
+
+def test_a_subject_without_consent_is_refused_and_a_new_consent_admits_it_at_once(client, session, db_settings,
+                                                                                   personal):
+    """Consent is looked up in each batch, never cached: a subject without one is refused, and a consent
+    granted a moment later admits the next call, on the batched path."""
+    from tests.platform.governance.matrix_products import ID_B
+
+    headers = _key(client, session, personal["customer"])
+    code = personal["product"].code
+    give_consent(session, db_settings, personal["product"], personal["customer"].id, ID_A)
+    session.commit()
+    assert _call(client, headers, code, {"subject": ID_A, "purpose": "贷前核验"}).status_code == 200  # learns
+    w = _writer(db_settings)
+    before = w.calls
+    r = _call(client, headers, code, {"subject": ID_B, "purpose": "贷前核验"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "no_consent"
+    give_consent(session, db_settings, personal["product"], personal["customer"].id, ID_B)
+    session.commit()
+    r = _call(client, headers, code, {"subject": ID_B, "purpose": "贷前核验"})
+    assert r.status_code == 200 and set(r.json()["answer"]) == {"has_paid"}
+    if _postgres(db_settings):
+        assert w.calls - before == 1  # answered by the writer, with no new learning
+        ev = _events(session, "product.call")[-1]
+        assert json.loads(ev.canonical)["details"]["consent_id"] is not None
+    assert ID_B not in r.text and len(_usage(session, personal["customer"].id)) == 2
+
+
+def test_bodies_the_batched_path_does_not_take_get_the_routes_answer(client, session, db_settings, trucks):
+    headers = _key(client, session, trucks["customer"])
+    code = trucks["verify"].code
+    assert _call(client, headers, code, {"subject": trucks["busy"]}).status_code == 200
+    h = {k: v for k, v in headers.items() if not k.startswith("_")}
+    r = client.post(f"/api/v1/products/{code}/calls", json={"purpose": "x"}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"].endswith("subject")
+    r = client.post(f"/api/v1/products/{code}/calls", content=b"{not json", headers={**h, "Content-Type":
+                                                                                       "application/json"})
+    assert r.status_code == 422
+    r = client.post(f"/api/v1/products/{code}/calls", json={"subject": trucks["busy"], "pad": "x" * 40_000},
+                    headers=h)  # larger than the batched path reads: the route answers it (extra fields ignored)
+    assert r.status_code == 200 and r.json()["answer"] == {"more_than_n_violations": "yes"}
+    r = _call(client, headers, code, {"subject": trucks["busy"]}, key="bad key with spaces")
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "Idempotency-Key"
+    assert len(_usage(session, trucks["customer"].id)) == 2
+
+
+def test_the_rate_limit_refuses_on_the_batched_path_with_retry_after_and_counts_once(session, db_settings, trucks):
+    from fastapi.testclient import TestClient
+
+    from authops.app import create_app
+
+    app = create_app(db_settings.model_copy(update={"rate_limit_url": "memory", "rate_limit_call_per_key": 4}))
+    with TestClient(app) as client:
+        headers = _key(client, session, trucks["customer"])
+        code = trucks["verify"].code
+        got = [_call(client, headers, code, {"subject": trucks["busy"]}) for _ in range(6)]
+    assert [r.status_code for r in got] == [200] * 4 + [429] * 2
+    assert got[4].json()["error"]["code"] == "rate_limited" and int(got[4].headers["Retry-After"]) >= 1
+    assert len(_usage(session, trucks["customer"].id)) == 4
+
+
+def test_a_batch_that_fails_in_the_database_is_answered_by_the_ordinary_path(client, session, db_settings, trucks):
+    """The writer's connection is killed between two calls (as a database restart would): the next
+    batch fails, its call is answered the ordinary way, charged once, and the writer reconnects."""
+    if not _postgres(db_settings):
+        pytest.skip("the batched path runs on PostgreSQL only")
+    headers = _key(client, session, trucks["customer"])
+    code = trucks["verify"].code
+    assert [_call(client, headers, code, {"subject": trucks["busy"]}).status_code for _ in range(2)] == [200, 200]
+    [w] = [w for w in batched.writers() if w._conn is not None]
+    killed = session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": w._conn.info.backend_pid}).all()
+    session.commit()
+    assert killed == [(True,)]
+    back = w.handed_back
+    r = _call(client, headers, code, {"subject": trucks["quiet"]})
+    assert r.status_code == 200 and r.json()["answer"] == {"more_than_n_violations": "no"}
+    assert w.handed_back == back + 1
+    calls = w.calls
+    assert _call(client, headers, code, {"subject": trucks["busy"]}).status_code == 200
+    assert w.calls == calls + 1  # reconnected
+    assert len(_usage(session, trucks["customer"].id)) == 4

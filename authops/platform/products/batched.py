@@ -135,8 +135,6 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-
-
 def learn(request, settings: Settings, principal: Principal, admitted: Admitted) -> None:
     """After the ordinary path admitted (and committed) an API-key call: remember what admitted it.
     A product that needs consent is admitted with one (admit_call and guard_call refuse without)."""
@@ -167,7 +165,6 @@ class _Item:
     price: int | None  # the price terms the call was rated at (checked at commit)
     cap: int | None
     at: datetime
-    today: date
     response: dict[str, Any]
     token_digest: bytes
     customer: int
@@ -468,7 +465,7 @@ def attempt(settings: Settings, engine: Engine, authorizer, token: str, ip: str 
     terms = CACHES.terms.get((principal.org_id, code))
     if terms is None or mono - terms.learned > PRODUCT_SECONDS:
         return None
-    loaded = serving.CACHE.fresh(terms.admitted.product_id)
+    loaded = serving.CACHE.fresh(settings, terms.admitted.product_id, terms.admitted.code)
     if loaded is None:
         return None
     if not authorizer.allowed(principal, "product.call"):
@@ -495,7 +492,7 @@ def attempt(settings: Settings, engine: Engine, authorizer, token: str, ip: str 
     _, _, price, cap = admitted.billing_terms
     item = _Item(future=loop.create_future(), row=row, event=event, key_id=principal.id, ip=ip or "",
                  subject_key=prep.subject_key, purpose=purpose, needs_consent=terms.needs_consent, price=price,
-                 cap=cap, at=now, today=agreements.today(now), response=prep.response, token_digest=digest,
+                 cap=cap, at=now, response=prep.response, token_digest=digest,
                  customer=principal.org_id, code=code)
     writer_for(settings, engine).submit(item)
     return item

@@ -42,6 +42,9 @@ class Loaded:
 _CURRENT = AnswerSet.__table__
 
 
+STALE_CHECKS = 3  # the batched path serves a set whose check is due for at most 3 checks' time
+
+
 class AnswerCache:
     def __init__(self, check_seconds: float = 0.0) -> None:
         self.check_seconds = check_seconds
@@ -49,6 +52,7 @@ class AnswerCache:
         self._checked: dict[int, float] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._checking: set[int] = set()  # products whose check a thread is making (fresh)
         self.loads = 0  # how many times a set was read from the store (for tests and the benchmark)
 
     def _lock(self, product_id: int) -> threading.Lock:
@@ -64,14 +68,36 @@ class AnswerCache:
             self._loaded.clear()
             self._checked.clear()
 
-    def fresh(self, product_id: int) -> Loaded | None:
-        """The loaded set when it was checked within check_seconds (what `get` would answer without a
-        query), else None. For the batched call path, which reads nothing from the database first."""
+    def fresh(self, settings: Settings, product_id: int, product_code: str) -> Loaded | None:
+        """For the batched call path, which reads nothing from the database first: the loaded set
+        when it was checked within check_seconds (what `get` would answer without a query). When the
+        check is due, a thread makes it (one per product at a time) while the set in hand keeps
+        serving, for at most STALE_CHECKS more checks' time; None when there is no set in hand."""
         have = self._loaded.get(product_id)
-        if have is not None and self.check_seconds and \
-                time.monotonic() - self._checked.get(product_id, 0.0) < self.check_seconds:
+        if have is None or not self.check_seconds:
+            return None
+        age = time.monotonic() - self._checked.get(product_id, 0.0)
+        if age < self.check_seconds:
             return have
-        return None
+        with self._guard:
+            start = product_id not in self._checking
+            self._checking.add(product_id)
+        if start:
+            threading.Thread(target=self._check_now, args=(settings, product_id, product_code), daemon=True,
+                             name="authops-answer-check").start()
+        return have if age < self.check_seconds * STALE_CHECKS else None
+
+    def _check_now(self, settings: Settings, product_id: int, product_code: str) -> None:
+        from authops.core.db import get_engine
+
+        try:
+            with Session(get_engine(settings)) as session:
+                self.get(session, settings, product_id, product_code)
+        except Exception:  # the next call checks again (the ordinary path reports a failure)
+            pass
+        finally:
+            with self._guard:
+                self._checking.discard(product_id)
 
     def get(self, session: Session, settings: Settings, product_id: int, product_code: str) -> Loaded:
         """The product's current answers, loading a newer set when there is one."""
