@@ -339,7 +339,10 @@ class Writer:
             return await conn.execute(sql, {**defaults, **params}, prepare=True)
 
         now = utcnow()  # every check is made as of now, when the batch commits
-        async with conn.transaction():
+        # Pipeline mode: statements whose results are not needed at once go out together (the charges,
+        # the last-use touch and the chain's claim; the events, the new tip and the COMMIT), so a batch
+        # is four round trips.
+        async with conn.pipeline(), conn.transaction():
             checks = [{"idx": i, "key_id": it.key_id, "customer": it.customer, "ip": it.ip,
                        "product": it.row["product_id"], "agreement": it.row["agreement_id"],
                        "subject_key": it.subject_key, "needs_consent": it.needs_consent,
@@ -379,10 +382,8 @@ class Writer:
                 if r["amount_fen"] and r["operator_org_id"] is not None:
                     k = (r["operator_org_id"], shanghai_year(r["at"]))
                     totals[k] = totals.get(k, 0) + r["amount_fen"]
-            for (operator, year), total in sorted(totals.items()):
-                charged = await run("charge", {"g_operator": operator, "g_year": year, "g_total": total})
-                if await charged.fetchone() is None:
-                    raise _Refit  # rolls back: each call takes the ordinary path (ceiling, warning, new counter)
+            charges = [await run("charge", {"g_operator": operator, "g_year": year, "g_total": total})
+                       for (operator, year), total in sorted(totals.items())]
             mono = time.monotonic()
             stale = sorted({batch[i].key_id for i in done
                             if mono - self._touched.get(batch[i].key_id, -1e9) >= identity_service.TOUCH_SECONDS})
@@ -390,6 +391,9 @@ class Writer:
                 await run("touch", {"ids": stale, "now": now,
                                     "cutoff": now - timedelta(seconds=identity_service.TOUCH_SECONDS)})
             first = await audit_log.append_async(conn, events)
+            for charged in charges:  # answered with the chain's claim
+                if await charged.fetchone() is None:
+                    raise _Refit  # rolls back: each call takes the ordinary path (ceiling, warning, new counter)
         for k in stale:
             self._touched[k] = mono
         self.batches += 1
