@@ -17,17 +17,22 @@ sockets, --connections connections for --seconds after --warmup seconds; each pr
 the API key, a consented subject, a purpose and a fresh Idempotency-Key, so each is authenticated
 (API key), authorized (permission matrix, anomaly blocks), guarded (registered product, active
 agreement, consent), answered from the cached answer set, metered (a usage record, the operator's
-revenue total) and audited (a hash-chained event), in one transaction with a durable commit.
+revenue total) and audited (a hash-chained event), with a durable commit before it is answered. On
+PostgreSQL the calls after each process's first with the key are committed in batches, each call
+re-checked in the batch's transaction (authops.platform.products.batched; AUTHOPS_CALL_BATCHING=false
+measures one transaction per call).
 
 Reports throughput, p50/p99 latency, the ratio to the bare endpoint, the CPU each request costs in
 the server processes, in the scratch database's PostgreSQL backends and in the load process (read
 from /proc over the recorded window), and a profile of where a call's time goes (calls served
-in-process). Writes bench/results/product_call.json.
+in-process, the ordinary path). Writes bench/results/product_call.json. BENCH_PYSPY=prefix (with
+py-spy installed; PYSPY names its binary) samples each API process during the closed-loop call run,
+only while it holds the interpreter lock (CPU, not waits), into prefix.<pid>.txt (collapsed stacks).
 
 The load is first a closed loop: each connection sends its next request when the last one was
 answered, so the mean latency is connections / throughput (Little's law). A p99 under 25 ms at 32
 connections therefore needs well over 1,280 requests a second: more than the bare endpoint itself
-serves on a 2-core machine (its own p50 is then ~45 ms). The report prints that floor beside p99,
+serves on a 2-core machine (in the runs of 2026-12-08 its own p99 there was 31-37 ms). The report prints that floor beside p99,
 and the ratio PostgreSQL's own CPU per call leaves possible. Then each server gets an open loop at
 one fixed rate (--open-rate; by default half what the product call served closed-loop): requests
 are sent when due whatever the answers, and each latency counts from when its request was due.

@@ -440,25 +440,17 @@ GAPS: dict[str, str] = {
         "run): on this 2-core VM that ceiling is below 1.8×, so no scheduler can reach the target here. Plan: "
         "measure on a machine with ≥ 4 cores, where the ceiling is ~2×."),
     "product_call:rps": (
-        "Served as production serves it (uvicorn with httptools and uvloop, added this session), the bare "
-        "endpoint answers ~5,500 req/s here: it measures the HTTP server alone, at 0.35 ms of CPU a request. "
-        "Before, both servers parsed HTTP in pure Python (h11), which held the bare endpoint to ~660 req/s and "
-        "flattered the ratio (38.9% at 22:31 UTC). The call now serves 340-396 req/s (106 at the start of this "
-        "session) and costs 3.2-3.8 ms of CPU in the API processes and 1.2-1.5 ms in PostgreSQL: it "
-        "authenticates, authorizes, checks the agreement and the enterprise's signed authorization, meters "
-        "(usage record + the operator's revenue total), appends a hash-chained audit event and commits durably. "
-        "40% of the bare endpoint would be ~2,200 such calls a second on 2 cores shared with PostgreSQL: under "
-        "0.9 ms of CPU per call for everything, less than PostgreSQL alone spends on one. Done this session: the "
-        "revenue charge inside the audit append's one statement (both hot rows locked by one statement, released "
-        "by the COMMIT after it), the price and cap read with the agreement, pool pings only after 2 s idle, at "
-        "most 6 call threads per process, httptools and uvloop: a call is BEGIN, 4 statements and COMMIT (9 "
-        "round trips before). Tried and dropped: sending the COMMIT in the statement's round trip (psycopg "
-        "pipeline; no gain), a shorter GIL switch interval, 4 or 10 call threads. Plan: (1) authentication, "
-        "admission and metering as prepared Core statements instead of the ORM, the reads in one round trip; "
-        "(2) no hot rows: a sequencer that chains audit events in batches after commit, and a revenue total "
-        "striped over rows with the ceiling's headroom escrowed between them, so one operator's calls do not "
-        "commit one after another; (3) PostgreSQL on its own cores; (4) a second baseline that does the least "
-        "a metered call must (one durable INSERT), against which a ratio says what the platform adds."),
+        "Met by the median of three runs (43.7%, 40.6%, 29.2% of the bare endpoint on 2026-12-08, 02:42 UTC); "
+        "the bare endpoint itself varied 1,928-2,586 req/s between runs on this shared 2-core machine, which moves "
+        "the ratio more than the call does (754-902 req/s). How: on PostgreSQL an API key's calls are committed "
+        "in batches (authops.platform.products.batched): a pure-ASGI handler answers calls whose key and product "
+        "terms the process has seen admitted, and one writer per event loop commits the calls that queued while "
+        "its last batch committed in one transaction of four round trips, re-checking key, blocks, agreement, "
+        "product, price and cap and the subject's consent for every call before metering, charging and auditing "
+        "them. The call's CPU fell from 3.2-3.8 ms to 1.2-1.5 ms in the API processes and from 1.2-1.5 ms to "
+        "0.55-0.66 ms in PostgreSQL. What is left: the anomaly rules' evaluation of every event (about a sixth "
+        "of the API processes' CPU), the writer's statements, and the framework. Plan: evaluate product-call "
+        "events in SQL by subject instead of loading each one; a second baseline that does one durable INSERT."),
     "soak:errors": (
         "Operations that failed during the soak: the soak section below lists each kind's count and examples "
         "(bench/results/soak.json keeps them). The hour-long run of 2026-12-07 21:30-22:30 UTC had none; the run "
@@ -469,14 +461,20 @@ GAPS: dict[str, str] = {
         "much, and its plot. A run shorter than an hour is mostly warm-up (imports, caches, pools filling) and "
         "cannot show flatness; judge only the hour-long run."),
     "product_call:p99": (
-        "A closed loop at 32 connections makes the call's mean latency 32 ÷ its throughput (Little's law): "
-        "84 ms at 380 req/s. A p99 under 25 ms at 32 connections would need well over 1,280 calls a second, "
-        "about 3.4x what the call serves here (see the throughput row for why and the plan). At a stated load "
-        "the target holds: the next row, open loop at half the call's capacity."),
+        "Not reachable here by the bare endpoint either: in the same runs its own p99 at 32 connections was "
+        "30.8-36.8 ms. A closed loop at 32 connections makes the mean latency 32 ÷ throughput (Little's law): "
+        "15.5 ms for the bare endpoint at 2,062 req/s, 41 ms for the call at 782 req/s. A call p99 under 25 ms "
+        "would need well over 1,280 calls a second on this 2-core machine, more than 60% of what the bare "
+        "endpoint serves. Plan: measure with PostgreSQL on cores of its own, where the bare endpoint's own p99 "
+        "says whether 25 ms at 32 connections is reachable at all."),
     "product_call:p99_open": (
-        "At half the call's capacity (170-198 req/s) the call's p50 is 6-7 ms and its p90 9-19 ms; the p99 was "
-        "under 25 ms in two of three runs (17.7, 18.7 ms) and 162 ms in one, where one operator's calls queued on "
-        "each other's COMMIT (see the throughput row)."),
+        "Batching trades latency at moderate load for throughput: a call waits for the batch in flight and then "
+        "its own (four round trips). At half capacity, now 377-451 req/s (it was 170-198 before batching), the "
+        "p50 is 17-24 ms and the p99 77-268 ms; at 190 req/s (last session's half capacity) one run gave p50 "
+        "10 ms and p99 39 ms, against 18.7 ms before batching. Tried: two batches in flight per process (no "
+        "gain); a shorter interpreter switch interval (no gain). Plan: move the anomaly rules' per-event work "
+        "off the API processes' interpreter lock (it holds the event loop back), then merge the check and "
+        "the insert into one statement."),
 }
 
 
