@@ -91,6 +91,11 @@ def _parallel(n, fn):
     return out
 
 
+# The batched path runs on PostgreSQL only: but for the first test (which shows SQLite never batches),
+# these tests run there only (their SQLite twins would only repeat tests/products/test_calls.py).
+postgres_only = pytest.mark.parametrize("db_settings", ["postgresql"], indirect=True)
+
+
 @pytest.fixture(autouse=True)
 def _forget():
     batched.CACHES.clear()
@@ -138,6 +143,7 @@ def test_repeat_key_calls_are_batched_answered_metered_and_audited_as_the_ordina
         prev = e.hash
 
 
+@postgres_only
 def test_a_revoked_key_is_refused_on_its_next_call(client, session, db_settings, trucks):
     headers = _key(client, session, trucks["customer"])
     code = trucks["verify"].code
@@ -151,6 +157,7 @@ def test_a_revoked_key_is_refused_on_its_next_call(client, session, db_settings,
     assert _events(session, "auth.rejected")
 
 
+@postgres_only
 def test_a_block_a_terminated_agreement_and_a_withdrawn_product_refuse_the_next_call(client, session, db_settings,
                                                                                      trucks):
     headers = _key(client, session, trucks["customer"])
@@ -179,6 +186,7 @@ def test_a_block_a_terminated_agreement_and_a_withdrawn_product_refuse_the_next_
     assert len(_usage(session, trucks["customer"].id)) == 6
 
 
+@postgres_only
 def test_a_withdrawn_consent_refuses_the_next_call(client, session, db_settings, personal):
     headers = _key(client, session, personal["customer"])
     code = personal["product"].code
@@ -197,6 +205,7 @@ def test_a_withdrawn_consent_refuses_the_next_call(client, session, db_settings,
     assert len(_usage(session, personal["customer"].id)) == 3
 
 
+@postgres_only
 def test_a_new_price_cap_is_charged_from_the_next_call(client, session, db_settings, trucks):
     headers = _key(client, session, trucks["customer"])
     code = trucks["score"].code
@@ -211,6 +220,7 @@ def test_a_new_price_cap_is_charged_from_the_next_call(client, session, db_setti
     assert sorted(u.amount_fen for u in _usage(session, trucks["customer"].id)) == [price // 2, price, price]
 
 
+@postgres_only
 def test_an_idempotent_retry_is_replayed_and_charged_once(client, session, db_settings, trucks):
     headers = _key(client, session, trucks["customer"])
     code = trucks["verify"].code
@@ -228,6 +238,7 @@ def test_an_idempotent_retry_is_replayed_and_charged_once(client, session, db_se
     assert len(_usage(session, trucks["customer"].id)) == 3
 
 
+@postgres_only
 def test_concurrent_calls_stop_exactly_at_the_revenue_ceiling(client, session, db_settings, trucks):
     from authops.billing import prices as rules
     from authops.platform.billing import pricing
@@ -255,6 +266,7 @@ def test_concurrent_calls_stop_exactly_at_the_revenue_ceiling(client, session, d
             for e in _events(session, "billing.revenue.warning")} == {80, 95}
 
 
+@postgres_only
 def test_a_subject_without_consent_is_refused_and_a_new_consent_admits_it_at_once(client, session, db_settings,
                                                                                    personal):
     """Consent is looked up in each batch, never cached: a subject without one is refused, and a consent
@@ -281,6 +293,7 @@ def test_a_subject_without_consent_is_refused_and_a_new_consent_admits_it_at_onc
     assert ID_B not in r.text and len(_usage(session, personal["customer"].id)) == 2
 
 
+@postgres_only
 def test_bodies_the_batched_path_does_not_take_get_the_routes_answer(client, session, db_settings, trucks):
     headers = _key(client, session, trucks["customer"])
     code = trucks["verify"].code
@@ -299,6 +312,7 @@ def test_bodies_the_batched_path_does_not_take_get_the_routes_answer(client, ses
     assert len(_usage(session, trucks["customer"].id)) == 2
 
 
+@postgres_only
 def test_the_rate_limit_refuses_on_the_batched_path_with_retry_after_and_counts_once(session, db_settings, trucks):
     from fastapi.testclient import TestClient
 
@@ -314,11 +328,10 @@ def test_the_rate_limit_refuses_on_the_batched_path_with_retry_after_and_counts_
     assert len(_usage(session, trucks["customer"].id)) == 4
 
 
+@postgres_only
 def test_a_batch_that_fails_in_the_database_is_answered_by_the_ordinary_path(client, session, db_settings, trucks):
     """The writer's connection is killed between two calls (as a database restart would): the next
     batch fails, its call is answered the ordinary way, charged once, and the writer reconnects."""
-    if not _postgres(db_settings):
-        pytest.skip("the batched path runs on PostgreSQL only")
     headers = _key(client, session, trucks["customer"])
     code = trucks["verify"].code
     assert [_call(client, headers, code, {"subject": trucks["busy"]}).status_code for _ in range(4)] == [200] * 4
