@@ -22,24 +22,24 @@ from authops.core.clock import utcnow
 from authops.platform.governance import agreements, consent
 from authops.platform.products import batched
 from tests.platform.governance.matrix_products import ID_A, give_consent, who
-from tests.products.test_calls import UNKNOWN_VIN, personal, trucks, usage_terms_price  # noqa: F401 (fixtures)
+from tests.products.test_calls import (UNKNOWN_VIN, _call, personal, trucks,  # noqa: F401 (fixtures)
+                                      usage_terms_price)
 from tests.support.builders import login, make_user
 
 
 def _key(client, session, org) -> dict[str, str]:
+    """The Authorization header of a new API key with product.call; its id is _key_id(headers)."""
     admin = make_user(session, org, "customer_admin")
     session.commit()
     r = client.post("/api/v1/api-keys", json={"name": "批量核验", "scopes": ["product.call"]},
                     headers=login(client, admin.username))
     assert r.status_code == 201, r.text
-    return {"Authorization": f"Bearer {r.json()['key']}", "_id": str(r.json()["id"])}
+    return {"Authorization": f"Bearer {r.json()['key']}"}
 
 
-def _call(client, headers, code, body, key=None):
-    h = {k: v for k, v in headers.items() if not k.startswith("_")}
-    if key is not None:
-        h["Idempotency-Key"] = key
-    return client.post(f"/api/v1/products/{code}/calls", json=body, headers=h)
+def _key_id(session, headers) -> int:
+    prefix = headers["Authorization"].removeprefix("Bearer ak_").split("_", 1)[0]
+    return session.execute(text("SELECT id FROM api_key WHERE prefix = :p"), {"p": prefix}).scalar_one()
 
 
 def _usage(session, org_id):
@@ -135,7 +135,7 @@ def test_repeat_key_calls_are_batched_answered_metered_and_audited_as_the_ordina
         assert by_id[r.json()["request_id"]].response == {k: v for k, v in r.json().items() if k != "replayed"}
     calls = _events(session, "product.call")
     assert sorted(json.loads(e.canonical)["details"]["request_id"] for e in calls) == sorted(by_id)
-    assert all(e.actor_kind == "key" and e.actor_id == int(headers["_id"]) for e in calls)
+    assert all(e.actor_kind == "key" and e.actor_id == _key_id(session, headers) for e in calls)
     assert not any(s in e.canonical.decode() for e in calls for s in (trucks["busy"], trucks["quiet"]))
     prev = canonical.GENESIS  # one unbroken chain
     for e in _events(session):
@@ -149,7 +149,7 @@ def test_a_revoked_key_is_refused_on_its_next_call(client, session, db_settings,
     code = trucks["verify"].code
     assert [_call(client, headers, code, {"subject": trucks["busy"]}).status_code for _ in range(3)] == [200] * 3
     # revoked in the database, as another process would: this process still remembers the key
-    session.execute(text("UPDATE api_key SET revoked_at = :t WHERE id = :i"), {"t": utcnow(), "i": int(headers["_id"])})
+    session.execute(text("UPDATE api_key SET revoked_at = :t WHERE id = :i"), {"t": utcnow(), "i": _key_id(session, headers)})
     session.commit()
     r = _call(client, headers, code, {"subject": trucks["busy"]})
     assert r.status_code == 401 and r.json()["error"]["code"] == "key_revoked"
@@ -164,7 +164,7 @@ def test_a_block_a_terminated_agreement_and_a_withdrawn_product_refuse_the_next_
     code = trucks["verify"].code
     ok = lambda: _call(client, headers, code, {"subject": trucks["busy"]})  # noqa: E731
     assert [ok().status_code for _ in range(2)] == [200, 200]
-    session.add(AccessBlock(subject_type="api_key", subject_id=headers["_id"], mode="block", reason="test"))
+    session.add(AccessBlock(subject_type="api_key", subject_id=str(_key_id(session, headers)), mode="block", reason="test"))
     session.commit()
     r = ok()
     assert r.status_code == 403 and r.json()["error"]["code"] == "access_blocked"
@@ -298,7 +298,7 @@ def test_bodies_the_batched_path_does_not_take_get_the_routes_answer(client, ses
     headers = _key(client, session, trucks["customer"])
     code = trucks["verify"].code
     assert _call(client, headers, code, {"subject": trucks["busy"]}).status_code == 200
-    h = {k: v for k, v in headers.items() if not k.startswith("_")}
+    h = headers
     r = client.post(f"/api/v1/products/{code}/calls", json={"purpose": "x"}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"].endswith("subject")
     r = client.post(f"/api/v1/products/{code}/calls", content=b"{not json", headers={**h, "Content-Type":

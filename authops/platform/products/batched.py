@@ -264,7 +264,7 @@ class Writer:
     batch; no thread hands the interpreter lock back and forth for each round trip, and the
     statements, compiled once, run as prepared statements without the ORM or Core in between."""
 
-    def __init__(self, url: str, engine: Engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine  # the process's ordinary engine: the audit subscribers are told about it
         self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn = None
@@ -410,7 +410,7 @@ def writer_for(settings: Settings, engine: Engine) -> Writer:
     mine = _writers.setdefault(asyncio.get_running_loop(), {})
     w = mine.get(url)
     if w is None:
-        w = mine[url] = Writer(url, engine)
+        w = mine[url] = Writer(engine)
     return w
 
 
